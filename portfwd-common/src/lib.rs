@@ -1,0 +1,169 @@
+//! The one definition of every map key and value shared by portfwd's eBPF
+//! programs and its userspace loader.
+//!
+//! Conventions:
+//! - every type is `#[repr(C)]`, made of integers only, with explicit `pad`
+//!   fields so that no byte is left uninitialised;
+//! - a field that holds network byte order says so in its name (`addr_be`,
+//!   `port_be`): its in-memory bytes are the bytes on the wire;
+//! - sizes are asserted at compile time, so a layout change is a build error on
+//!   both sides at once.
+#![no_std]
+
+use bytemuck::{Pod, Zeroable};
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Map names, as they appear in the eBPF object and as pin file names.
+/// Each is at most 15 characters (the kernel's BPF_OBJ_NAME_LEN - 1).
+pub const MAP_MAPPINGS: &str = "pf_map";
+pub const MAP_CONNTRACK: &str = "pf_ct";
+pub const MAP_LOCAL_ADDRS: &str = "pf_local";
+pub const MAP_STATS: &str = "pf_stats";
+pub const ALL_MAPS: [&str; 4] = [MAP_MAPPINGS, MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_STATS];
+
+/// Program names (the `#[classifier]` function names).
+pub const PROG_EXTERNAL_INGRESS: &str = "pf_ext_in";
+pub const PROG_BRIDGE_INGRESS: &str = "pf_br_in";
+
+pub const MAPPINGS_MAX: u32 = 65_536;
+pub const CONNTRACK_MAX: u32 = 131_072;
+pub const LOCAL_ADDRS_MAX: u32 = 1_024;
+pub const STATS_MAX: u32 = 256;
+
+/// Key of `pf_map`: a published host port.
+///
+/// `addr_be == 0` means "any local address" (the default when SPEC has no
+/// HOST_IP). A packet is matched against its exact destination first, then
+/// against the wildcard if its destination is one of the host's addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct MapKey {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// Value of `pf_map`: the container endpoint a host port forwards to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Backend {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub pad: u16,
+    /// The bridge the container sits on; forwarded packets are redirected there.
+    pub bridge_ifindex: u32,
+}
+
+/// Key of `pf_ct`: a 5-tuple as seen on the wire in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct CtKey {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `CtEntry::dir`: the entry for packets from the client toward the host port.
+pub const CT_DIR_FORWARD: u8 = 1;
+/// `CtEntry::dir`: the entry for replies from the container toward the client.
+pub const CT_DIR_REPLY: u8 = 2;
+
+/// `CtEntry::flags` bits.
+pub const CT_F_SYN: u8 = 1 << 0;
+pub const CT_F_FIN: u8 = 1 << 1;
+pub const CT_F_RST: u8 = 1 << 2;
+pub const CT_F_ACK: u8 = 1 << 3;
+/// Both FINs or a RST were seen: the entry's lifetime is no longer extended.
+pub const CT_F_CLOSING: u8 = 1 << 7;
+
+/// Conntrack lifetimes (nanoseconds, measured from the last packet).
+/// TCP before the handshake completes.
+pub const CT_LIFETIME_TCP_SYN_NS: u64 = 60 * 1_000_000_000;
+/// TCP once both sides have spoken (as Cilium: 6 hours).
+pub const CT_LIFETIME_TCP_NS: u64 = 21_600 * 1_000_000_000;
+/// TCP after both FINs or a RST.
+pub const CT_LIFETIME_CLOSE_NS: u64 = 10 * 1_000_000_000;
+/// UDP, refreshed by a datagram in either direction.
+pub const CT_LIFETIME_UDP_NS: u64 = 60 * 1_000_000_000;
+
+/// Value of `pf_ct`. A flow has two entries, one per direction; each knows
+/// enough to find its sibling:
+/// - forward entry (key client -> host:port): `nat_*` is the container
+///   endpoint the destination is rewritten to, `ifindex` the bridge;
+/// - reply entry (key container -> client): `nat_*` is the host address and
+///   port the source is rewritten back to, `ifindex` the interface the client
+///   came in on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_ns()` after which the entry is dead.
+    pub expires_ns: u64,
+    pub created_ns: u64,
+    /// Packets and bytes (L3 length) seen in this entry's direction.
+    pub packets: u64,
+    pub bytes: u64,
+    pub nat_addr_be: u32,
+    pub nat_port_be: u16,
+    pub dir: u8,
+    pub flags: u8,
+    pub ifindex: u32,
+    pub pad: u32,
+}
+
+/// Indices of `pf_stats` (a per-CPU array of u64 counters).
+///
+/// Events are numbered from 1; drop reasons from 130 up, a code set disjoint
+/// from TC verdicts (TC_ACT_* are -1..=8), so a reason can never be mistaken
+/// for a verdict.
+pub mod stat {
+    pub const DNAT: u32 = 1;
+    pub const REVERSE_NAT: u32 = 2;
+    pub const CT_NEW: u32 = 3;
+    pub const FRAGMENT_PASSED: u32 = 4;
+    pub const CT_EXPIRED: u32 = 5;
+
+    pub const DROP_CSUM_L3: u32 = 130;
+    pub const DROP_CSUM_L4: u32 = 131;
+    pub const DROP_STORE: u32 = 132;
+    pub const DROP_CT_CREATE: u32 = 133;
+    pub const DROP_REDIRECT: u32 = 134;
+
+    /// (code, name) for every counter, for userspace reports.
+    pub const NAMES: [(u32, &str); 10] = [
+        (DNAT, "dnat"),
+        (REVERSE_NAT, "reverse_nat"),
+        (CT_NEW, "ct_new"),
+        (FRAGMENT_PASSED, "fragment_passed"),
+        (CT_EXPIRED, "ct_expired"),
+        (DROP_CSUM_L3, "drop_csum_l3"),
+        (DROP_CSUM_L4, "drop_csum_l4"),
+        (DROP_STORE, "drop_store"),
+        (DROP_CT_CREATE, "drop_ct_create"),
+        (DROP_REDIRECT, "drop_redirect"),
+    ];
+}
+
+const _: () = assert!(core::mem::size_of::<MapKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Backend>() == 12);
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 48);
+const _: () = assert!(stat::DROP_REDIRECT < STATS_MAX);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: each type is #[repr(C)], integers only, with explicit padding
+    // (bytemuck's Pod derive checks there are no implicit padding bytes).
+    unsafe impl aya::Pod for super::MapKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtEntry {}
+}

@@ -1,0 +1,208 @@
+//! BPF conntrack: two LRU entries per flow, one per direction.
+//!
+//! An entry is live until `expires_ns`. Every packet pushes that forward by
+//! the lifetime of the flow's state (see `portfwd_common::CT_LIFETIME_*`):
+//! TCP gets a short life until both sides have spoken, a long one once
+//! established, and a short final one after both FINs or a RST; UDP gets a
+//! fixed idle timeout. Expired entries are ignored and overwritten; the LRU
+//! evicts the oldest when the map is full.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use portfwd_common::{
+    stat, Backend, CtEntry, CtKey, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_ACK, CT_F_CLOSING, CT_F_FIN,
+    CT_F_RST, CT_F_SYN, CT_LIFETIME_CLOSE_NS, CT_LIFETIME_TCP_NS, CT_LIFETIME_TCP_SYN_NS,
+    CT_LIFETIME_UDP_NS,
+};
+
+use crate::{
+    maps::CONNTRACK,
+    parse::{Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    stats,
+};
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The key of a packet as it is on the wire.
+#[inline(always)]
+pub fn key_of(flow: &Flow) -> CtKey {
+    CtKey {
+        saddr_be: flow.saddr_be,
+        daddr_be: flow.daddr_be,
+        sport_be: flow.sport_be,
+        dport_be: flow.dport_be,
+        proto: flow.proto,
+        pad: [0; 3],
+    }
+}
+
+/// A live entry for `key`, or None if there is none or it has expired.
+#[inline(always)]
+pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
+    let entry = CONNTRACK.get_ptr_mut(key)?;
+    // SAFETY: the pointer comes from a successful map lookup and stays valid
+    // for the rest of this program run (RCU).
+    if unsafe { (*entry).expires_ns } <= now {
+        stats::count(stat::CT_EXPIRED);
+        return None;
+    }
+    Some(entry)
+}
+
+/// The key of the other direction of the flow that `entry` (stored at `key`)
+/// belongs to.
+#[inline(always)]
+fn sibling_key(key: &CtKey, entry: &CtEntry) -> CtKey {
+    if entry.dir == CT_DIR_FORWARD {
+        // client -> host:port  <=>  container -> client
+        CtKey {
+            saddr_be: entry.nat_addr_be,
+            daddr_be: key.saddr_be,
+            sport_be: entry.nat_port_be,
+            dport_be: key.sport_be,
+            proto: key.proto,
+            pad: [0; 3],
+        }
+    } else {
+        // container -> client  <=>  client -> host:port
+        CtKey {
+            saddr_be: key.daddr_be,
+            daddr_be: entry.nat_addr_be,
+            sport_be: key.dport_be,
+            dport_be: entry.nat_port_be,
+            proto: key.proto,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// Creates (or overwrites) both entries of a flow whose forward packet is
+/// `flow`, arriving on `client_ifindex` and going to `backend`.
+#[inline(always)]
+pub fn create(flow: &Flow, backend: &Backend, client_ifindex: u32, now: u64) -> Result<(), u32> {
+    let flags = tcp_flags(flow);
+    let lifetime = lifetime_for(flow.is_tcp(), flags);
+    let forward = CtEntry {
+        expires_ns: now + lifetime,
+        created_ns: now,
+        packets: 1,
+        bytes: flow.ip_len as u64,
+        nat_addr_be: backend.addr_be,
+        nat_port_be: backend.port_be,
+        dir: CT_DIR_FORWARD,
+        flags,
+        ifindex: backend.bridge_ifindex,
+        pad: 0,
+    };
+    let reply_key = CtKey {
+        saddr_be: backend.addr_be,
+        daddr_be: flow.saddr_be,
+        sport_be: backend.port_be,
+        dport_be: flow.sport_be,
+        proto: flow.proto,
+        pad: [0; 3],
+    };
+    let reply = CtEntry {
+        expires_ns: now + lifetime,
+        created_ns: now,
+        packets: 0,
+        bytes: 0,
+        nat_addr_be: flow.daddr_be,
+        nat_port_be: flow.dport_be,
+        dir: CT_DIR_REPLY,
+        flags: 0,
+        ifindex: client_ifindex,
+        pad: 0,
+    };
+    // Reply entry first: once the forward entry exists, a reply can come.
+    CONNTRACK
+        .insert(&reply_key, &reply, 0)
+        .map_err(|_| stat::DROP_CT_CREATE)?;
+    CONNTRACK
+        .insert(&key_of(flow), &forward, 0)
+        .map_err(|_| stat::DROP_CT_CREATE)?;
+    stats::count(stat::CT_NEW);
+    Ok(())
+}
+
+/// Counts `flow`'s packet on `entry` (stored at `key`) and extends its life
+/// according to the TCP flags it carries.
+#[inline(always)]
+pub fn account(key: &CtKey, entry: *mut CtEntry, flow: &Flow, now: u64) {
+    // SAFETY: `entry` comes from `lookup` in this program run. The BPF target
+    // has no atomic read-modify-write in `core`, so fields are updated with
+    // plain writes: one flow's packets are normally handled on one CPU (RSS
+    // steers by flow hash), and a lost race costs one counted packet or
+    // delays a state change to the next packet, never a wrong rewrite.
+    let e = unsafe { &mut *entry };
+    e.packets += 1;
+    e.bytes += flow.ip_len as u64;
+    if !flow.is_tcp() {
+        e.expires_ns = now + CT_LIFETIME_UDP_NS;
+        return;
+    }
+    let seen = tcp_flags(flow);
+    if seen & !e.flags != 0 {
+        e.flags |= seen;
+    }
+    if e.flags & CT_F_CLOSING != 0 {
+        return;
+    }
+    if seen & (CT_F_RST | CT_F_FIN) != 0 {
+        let skey = sibling_key(key, e);
+        if let Some(sibling) = CONNTRACK.get_ptr_mut(&skey) {
+            // SAFETY: pointer from a successful lookup, as above.
+            let s = unsafe { &mut *sibling };
+            if seen & CT_F_RST != 0 || s.flags & CT_F_FIN != 0 {
+                s.flags |= CT_F_CLOSING;
+                s.expires_ns = now + CT_LIFETIME_CLOSE_NS;
+                e.flags |= CT_F_CLOSING;
+                e.expires_ns = now + CT_LIFETIME_CLOSE_NS;
+                return;
+            }
+        }
+    }
+    e.expires_ns = now + lifetime_for(true, e.flags);
+}
+
+#[inline(always)]
+fn tcp_flags(flow: &Flow) -> u8 {
+    if !flow.is_tcp() {
+        return 0;
+    }
+    let f = flow.tcp_flags;
+    let mut out = 0;
+    if f & TCP_SYN != 0 {
+        out |= CT_F_SYN;
+    }
+    if f & TCP_FIN != 0 {
+        out |= CT_F_FIN;
+    }
+    if f & TCP_RST != 0 {
+        out |= CT_F_RST;
+    }
+    if f & TCP_ACK != 0 {
+        out |= CT_F_ACK;
+    }
+    out
+}
+
+#[inline(always)]
+fn lifetime_for(tcp: bool, flags: u8) -> u64 {
+    if !tcp {
+        CT_LIFETIME_UDP_NS
+    } else if flags & CT_F_ACK != 0 {
+        CT_LIFETIME_TCP_NS
+    } else {
+        CT_LIFETIME_TCP_SYN_NS
+    }
+}
+
+/// True if `entry` is a reply entry.
+#[inline(always)]
+pub fn is_reply(entry: *const CtEntry) -> bool {
+    // SAFETY: pointer from `lookup` in this program run.
+    unsafe { (*entry).dir == CT_DIR_REPLY }
+}

@@ -1,0 +1,4 @@
+//! One file per subcommand.
+pub mod attach;
+pub mod detach;
+pub mod list;

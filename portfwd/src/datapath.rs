@@ -1,0 +1,199 @@
+//! Loading the eBPF object, attaching its programs with pinned TCX links, and
+//! typed access to its maps.
+use std::{io, net::Ipv4Addr, path::Path};
+
+use aya::{
+    maps::{HashMap, Map, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        LinkOrder, SchedClassifier, TcAttachType,
+    },
+    sys::SyscallError,
+    Ebpf, EbpfLoader,
+};
+use portfwd_common::{
+    stat, Backend, CtEntry, CtKey, MapKey, ALL_MAPS, MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_MAPPINGS,
+    MAP_STATS,
+};
+
+use crate::{
+    error::{Error, Result},
+    state::StateDir,
+};
+
+/// Loads the object. With `state`, every map is opened from its pin in the
+/// state directory (or created and pinned there), so a reload keeps mappings,
+/// conntrack and counters. Without it the maps are private (tests).
+pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    let pins: Vec<_> = match state {
+        Some(s) => ALL_MAPS.iter().map(|m| (*m, s.map_pin(m))).collect(),
+        None => Vec::new(),
+    };
+    for (name, path) in &pins {
+        loader.map_pin_path(*name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(crate::EBPF_OBJECT)
+        .map_err(|e| Error::ebpf("loading the eBPF object", e))?;
+    for name in [
+        portfwd_common::PROG_EXTERNAL_INGRESS,
+        portfwd_common::PROG_BRIDGE_INGRESS,
+    ] {
+        classifier(&mut ebpf, name)?
+            .load()
+            .map_err(|e| Error::ebpf(format!("loading program {name} (verifier)"), e))?;
+    }
+    Ok(ebpf)
+}
+
+pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::ebpf(name.to_string(), io::Error::other("program missing from object")))?
+        .try_into()
+        .map_err(|e| Error::ebpf(format!("program {name}"), e))
+}
+
+/// Attaches `prog` to `ifname`'s TC ingress through a TCX link pinned at
+/// `pin`. If a link is already pinned there, its program is swapped
+/// atomically (no packet sees a gap); a stale pin whose interface is gone is
+/// replaced by a fresh link.
+pub fn attach_pinned(prog: &mut SchedClassifier, ifname: &str, pin: &Path) -> Result<()> {
+    match PinnedLink::from_pin(pin) {
+        Ok(old) => {
+            let link = SchedClassifierLink::try_from(FdLink::from(old))
+                .map_err(|e| Error::ebpf(format!("pinned link {}", pin.display()), e));
+            let replaced = link.and_then(|link| {
+                prog.attach_to_link(link)
+                    .map_err(|e| Error::ebpf(format!("replacing the program on {ifname}"), e))
+            });
+            match replaced {
+                Ok(id) => {
+                    // The pin keeps the link; dropping our fd is fine.
+                    let _link = prog.take_link(id).map_err(|e| Error::ebpf("take_link", e))?;
+                    return Ok(());
+                }
+                Err(_) => {
+                    std::fs::remove_file(pin)
+                        .map_err(|e| Error::io(format!("removing stale {}", pin.display()), e))?;
+                }
+            }
+        }
+        Err(LinkError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::ebpf(format!("opening {}", pin.display()), e)),
+    }
+    let id = prog
+        .attach_with_options(
+            ifname,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| Error::ebpf(format!("attaching to {ifname} ingress"), e))?;
+    let link = prog.take_link(id).map_err(|e| Error::ebpf("take_link", e))?;
+    let link: FdLink = link
+        .try_into()
+        .map_err(|e| Error::ebpf(format!("TCX link on {ifname}"), e))?;
+    link.pin(pin)
+        .map_err(|e| Error::ebpf(format!("pinning {}", pin.display()), e))?;
+    Ok(())
+}
+
+/// Removes a pinned link; the program leaves the interface when the last
+/// reference (the pin) goes.
+pub fn detach_pinned(pin: &Path) -> Result<()> {
+    match PinnedLink::from_pin(pin) {
+        Ok(link) => {
+            let _fd = link
+                .unpin()
+                .map_err(|e| Error::io(format!("unpinning {}", pin.display()), e))?;
+            Ok(())
+        }
+        Err(_) if !pin.exists() => Ok(()),
+        Err(_) => std::fs::remove_file(pin).map_err(|e| Error::io(format!("removing {}", pin.display()), e)),
+    }
+}
+
+/// Typed handles on the maps.
+pub struct Maps {
+    pub mappings: HashMap<MapData, MapKey, Backend>,
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub local_addrs: HashMap<MapData, u32, u32>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| Error::ebpf(name.to_string(), io::Error::other("map missing from object")))
+        };
+        Self::from_maps(take(MAP_MAPPINGS)?, take(MAP_CONNTRACK)?, take(MAP_LOCAL_ADDRS)?, take(MAP_STATS)?)
+    }
+
+    /// Opens the maps pinned in a state directory.
+    pub fn open(state: &StateDir) -> Result<Self> {
+        let open = |name: &str| -> Result<Map> {
+            let path = state.map_pin(name);
+            let data = MapData::from_pin(&path)
+                .map_err(|e| Error::ebpf(format!("opening {}", path.display()), e))?;
+            Map::from_map_data(data).map_err(|e| Error::ebpf(format!("map {name}"), e))
+        };
+        Self::from_maps(open(MAP_MAPPINGS)?, open(MAP_CONNTRACK)?, open(MAP_LOCAL_ADDRS)?, open(MAP_STATS)?)
+    }
+
+    fn from_maps(mappings: Map, conntrack: Map, local: Map, stats: Map) -> Result<Self> {
+        let typed = |name: &str, e: aya::maps::MapError| Error::ebpf(format!("map {name}"), e);
+        Ok(Self {
+            mappings: HashMap::try_from(mappings).map_err(|e| typed(MAP_MAPPINGS, e))?,
+            conntrack: HashMap::try_from(conntrack).map_err(|e| typed(MAP_CONNTRACK, e))?,
+            local_addrs: HashMap::try_from(local).map_err(|e| typed(MAP_LOCAL_ADDRS, e))?,
+            stats: PerCpuArray::try_from(stats).map_err(|e| typed(MAP_STATS, e))?,
+        })
+    }
+
+    /// Every mapping in the table.
+    pub fn mapping_entries(&self) -> Vec<(MapKey, Backend)> {
+        self.mappings.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Makes `pf_local` hold exactly `addrs`.
+    pub fn sync_local_addrs(&mut self, addrs: &std::collections::BTreeMap<Ipv4Addr, u32>) -> Result<()> {
+        let wanted: std::collections::BTreeMap<u32, u32> = addrs
+            .iter()
+            .map(|(a, i)| (u32::from_ne_bytes(a.octets()), *i))
+            .collect();
+        let stale: Vec<u32> = self
+            .local_addrs
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains_key(k))
+            .collect();
+        for k in stale {
+            let _ = self.local_addrs.remove(&k);
+        }
+        for (k, v) in wanted {
+            self.local_addrs
+                .insert(k, v, 0)
+                .map_err(|e| Error::ebpf("updating pf_local", e))?;
+        }
+        Ok(())
+    }
+
+    /// Sum over CPUs of every named counter.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        stat::NAMES
+            .iter()
+            .map(|(code, name)| {
+                let total = self
+                    .stats
+                    .get(code, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (*name, total)
+            })
+            .collect()
+    }
+}

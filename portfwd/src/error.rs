@@ -1,0 +1,71 @@
+//! The library's error type. Every variant says whether it is the caller's
+//! input that is wrong (exit code 2, nothing changed) or the system that
+//! failed (exit code 1).
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid mapping '{spec}': {why}")]
+    BadSpec { spec: String, why: String },
+    #[error("host port {0} is given twice")]
+    DuplicatePort(String),
+    #[error("host port {port} is already published as {existing}")]
+    PortConflict { port: String, existing: String },
+    #[error("no such interface: {0}")]
+    NoSuchInterface(String),
+    #[error("interface {0} is not an Ethernet device")]
+    NotEthernet(String),
+    #[error("no such network namespace: {0}")]
+    NoSuchNetns(String),
+    #[error("no interface carries a default route; name one with --external")]
+    NoDefaultRoute,
+    #[error("{0} is not attached")]
+    NotAttached(String),
+    #[error("{0} is both the bridge and an external interface")]
+    BridgeIsExternal(String),
+    #[error("needs root: {0}")]
+    NotPrivileged(String),
+    #[error("bpffs is not available at {path}: {why}")]
+    NoBpffs { path: PathBuf, why: String },
+    #[error("kernel {found} is too old: portfwd needs Linux {needed} or later (TCX links)")]
+    KernelTooOld { found: String, needed: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Ebpf {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// True if the error is the caller's (bad input or environment the caller
+    /// must fix) rather than a failure while acting.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, Self::Io { .. } | Self::Ebpf { .. })
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn ebpf(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Ebpf {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! portfwd's userspace: the loader and the pieces the CLI is made of, one
+//! file per concern and one file per subcommand (`cmd/`).
+pub mod bpffs;
+pub mod cmd;
+pub mod datapath;
+pub mod error;
+pub mod ifaces;
+pub mod netns;
+pub mod privileges;
+pub mod spec;
+pub mod state;
+
+pub use error::Error;
+
+/// The eBPF object built from `portfwd-ebpf` by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portfwd"));

@@ -1,0 +1,269 @@
+//! Mapping specifications: `[HOST_IP:]HOST_PORT[-END]=CONTAINER_IP:CONTAINER_PORT[-END][/tcp|/udp]`.
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use portfwd_common::{Backend, MapKey, PROTO_TCP, PROTO_UDP};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => PROTO_TCP,
+            Self::Udp => PROTO_UDP,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            PROTO_TCP => Some(Self::Tcp),
+            PROTO_UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// The host side of a mapping: address (None = every local address), port, protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    pub proto: Proto,
+    pub addr: Option<Ipv4Addr>,
+    pub port: u16,
+}
+
+impl HostPort {
+    pub fn key(&self) -> MapKey {
+        MapKey {
+            addr_be: self.addr.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+            port_be: self.port.to_be(),
+            proto: self.proto.number(),
+            pad: 0,
+        }
+    }
+
+    pub fn from_key(key: &MapKey) -> Option<Self> {
+        Some(Self {
+            proto: Proto::from_number(key.proto)?,
+            addr: (key.addr_be != 0).then(|| Ipv4Addr::from(key.addr_be.to_ne_bytes())),
+            port: u16::from_be(key.port_be),
+        })
+    }
+
+    /// Two host ports collide if a packet could match both: same protocol and
+    /// port, and the same address or either one on every address.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.proto == other.proto
+            && self.port == other.port
+            && (self.addr.is_none() || other.addr.is_none() || self.addr == other.addr)
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = self.addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        write!(f, "{addr}:{}/{}", self.port, self.proto)
+    }
+}
+
+/// One published port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub host: HostPort,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+}
+
+impl Mapping {
+    pub fn backend(&self, bridge_ifindex: u32) -> Backend {
+        Backend {
+            addr_be: u32::from_ne_bytes(self.container_ip.octets()),
+            port_be: self.container_port.to_be(),
+            pad: 0,
+            bridge_ifindex,
+        }
+    }
+}
+
+impl fmt::Display for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}:{}", self.host, self.container_ip, self.container_port)
+    }
+}
+
+/// A parsed SPEC: one mapping, or several for a port range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub text: String,
+    pub mappings: Vec<Mapping>,
+}
+
+impl FromStr for Spec {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: &str| Error::BadSpec {
+            spec: text.to_string(),
+            why: why.to_string(),
+        };
+        let (body, proto) = match text.rsplit_once('/') {
+            Some((body, "tcp")) => (body, Proto::Tcp),
+            Some((body, "udp")) => (body, Proto::Udp),
+            Some((_, other)) => return Err(bad(&format!("unknown protocol '{other}' (tcp or udp)"))),
+            None => (text, Proto::Tcp),
+        };
+        let (host, container) = body
+            .split_once('=')
+            .ok_or_else(|| bad("expected [HOST_IP:]HOST_PORT=CONTAINER_IP:CONTAINER_PORT"))?;
+        let (host_ip, host_ports) = match host.rsplit_once(':') {
+            Some((ip, ports)) => {
+                let ip: Ipv4Addr = ip
+                    .parse()
+                    .map_err(|_| bad(&format!("'{ip}' is not an IPv4 address")))?;
+                (if ip.is_unspecified() { None } else { Some(ip) }, ports)
+            }
+            None => (None, host),
+        };
+        let (container_ip, container_ports) = container
+            .rsplit_once(':')
+            .ok_or_else(|| bad("the container side needs CONTAINER_IP:CONTAINER_PORT"))?;
+        let container_ip: Ipv4Addr = container_ip
+            .parse()
+            .map_err(|_| bad(&format!("'{container_ip}' is not an IPv4 address")))?;
+        if container_ip.is_unspecified() || container_ip.is_broadcast() || container_ip.is_multicast() {
+            return Err(bad(&format!("{container_ip} cannot be a container address")));
+        }
+        let (h_start, h_end) = port_range(host_ports).map_err(|why| bad(&why))?;
+        let (c_start, c_end) = port_range(container_ports).map_err(|why| bad(&why))?;
+        if h_end - h_start != c_end - c_start {
+            return Err(bad("host and container port ranges differ in length"));
+        }
+        let mappings = (0..=(h_end - h_start))
+            .map(|i| Mapping {
+                host: HostPort {
+                    proto,
+                    addr: host_ip,
+                    port: h_start + i,
+                },
+                container_ip,
+                container_port: c_start + i,
+            })
+            .collect();
+        Ok(Self {
+            text: text.to_string(),
+            mappings,
+        })
+    }
+}
+
+fn port_range(text: &str) -> std::result::Result<(u16, u16), String> {
+    let (start, end) = match text.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(text)?;
+            (p, p)
+        }
+    };
+    if end < start {
+        return Err(format!("port range {text} ends before it starts"));
+    }
+    Ok((start, end))
+}
+
+fn port(text: &str) -> std::result::Result<u16, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{text}' is not a port number"));
+    }
+    match text.parse::<u32>() {
+        Ok(0) => Err("port 0 is not a valid port".into()),
+        Ok(p) if p <= 65_535 => Ok(p as u16),
+        _ => Err(format!("port {text} is out of range (1-65535)")),
+    }
+}
+
+/// Refuses two mappings for the same host port within `mappings`.
+pub fn check_unique(mappings: &[Mapping]) -> Result<()> {
+    for (i, a) in mappings.iter().enumerate() {
+        if mappings[..i].iter().any(|b| b.host.overlaps(&a.host)) {
+            return Err(Error::DuplicatePort(a.host.to_string()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Mapping {
+        let spec: Spec = text.parse().unwrap();
+        assert_eq!(spec.mappings.len(), 1, "{text}");
+        spec.mappings[0]
+    }
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let m = one("80=172.17.0.15:8080");
+        assert_eq!(m.host, HostPort { proto: Proto::Tcp, addr: None, port: 80 });
+        assert_eq!(m.container_ip, Ipv4Addr::new(172, 17, 0, 15));
+        assert_eq!(m.container_port, 8080);
+        let m = one("127.0.0.1:53=172.17.0.2:53/udp");
+        assert_eq!(m.host.addr, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(m.host.proto, Proto::Udp);
+        assert_eq!(one("0.0.0.0:80=10.0.0.1:80/tcp").host.addr, None);
+    }
+
+    #[test]
+    fn parses_ranges() {
+        let spec: Spec = "8000-8002=172.17.0.15:9000-9002".parse().unwrap();
+        let pairs: Vec<_> = spec.mappings.iter().map(|m| (m.host.port, m.container_port)).collect();
+        assert_eq!(pairs, [(8000, 9000), (8001, 9001), (8002, 9002)]);
+    }
+
+    #[test]
+    fn rejects_malformed_specs() {
+        for bad in [
+            "", "80", "80=", "=1.2.3.4:80", "80=1.2.3.4", "0=1.2.3.4:80", "80=1.2.3.4:0",
+            "65536=1.2.3.4:80", "80=1.2.3.4:99999", "80=1.2.3:80", "x:80=1.2.3.4:80",
+            "80=1.2.3.4:80/sctp", "80-79=1.2.3.4:80-79", "80-81=1.2.3.4:80", "+80=1.2.3.4:80",
+            "80=0.0.0.0:80", "80=1.2.3.4:-1",
+        ] {
+            assert!(bad.parse::<Spec>().is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn overlap_rules() {
+        let any = one("80=1.1.1.1:80").host;
+        let lo = one("127.0.0.1:80=1.1.1.1:80").host;
+        let other = one("10.0.0.1:80=1.1.1.1:80").host;
+        let udp = one("80=1.1.1.1:80/udp").host;
+        assert!(any.overlaps(&lo) && lo.overlaps(&any));
+        assert!(!lo.overlaps(&other));
+        assert!(!any.overlaps(&udp));
+        assert!(check_unique(&[one("80=1.1.1.1:80"), one("127.0.0.1:80=1.1.1.2:80")]).is_err());
+        assert!(check_unique(&[one("80=1.1.1.1:80"), one("80=1.1.1.1:80/udp")]).is_ok());
+    }
+
+    #[test]
+    fn key_round_trips() {
+        let h = one("192.168.1.2:8080=1.1.1.1:80/udp").host;
+        let k = h.key();
+        assert_eq!(k.port_be, 8080u16.to_be());
+        assert_eq!(k.addr_be.to_ne_bytes(), [192, 168, 1, 2]);
+        assert_eq!(HostPort::from_key(&k), Some(h));
+    }
+}

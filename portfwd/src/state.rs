@@ -1,0 +1,89 @@
+//! Where portfwd keeps its state: one directory per network namespace under
+//! /sys/fs/bpf/portfwd/, named by the namespace cookie, holding the pinned
+//! maps and one pinned TCX link per attached interface.
+use std::path::{Path, PathBuf};
+
+use crate::{
+    bpffs::BPFFS,
+    error::{Error, Result},
+};
+
+/// Pinned link names: `br_<ifindex>` for a bridge, `ext_<ifindex>` for an
+/// external interface. Indices, not names, so renames cannot confuse us.
+const BRIDGE_PREFIX: &str = "br_";
+const EXTERNAL_PREFIX: &str = "ext_";
+
+pub fn root() -> PathBuf {
+    Path::new(BPFFS).join("portfwd")
+}
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub path: PathBuf,
+}
+
+impl StateDir {
+    pub fn for_cookie(cookie: u64) -> Self {
+        Self {
+            path: root().join(format!("netns-{cookie}")),
+        }
+    }
+
+    pub fn current() -> Result<Self> {
+        Ok(Self::for_cookie(crate::netns::cookie()?))
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.is_dir()
+    }
+
+    pub fn create(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.path)
+            .map_err(|e| Error::io(format!("creating {}", self.path.display()), e))
+    }
+
+    pub fn map_pin(&self, map: &str) -> PathBuf {
+        self.path.join(map)
+    }
+
+    pub fn bridge_link(&self, ifindex: u32) -> PathBuf {
+        self.path.join(format!("{BRIDGE_PREFIX}{ifindex}"))
+    }
+
+    pub fn external_link(&self, ifindex: u32) -> PathBuf {
+        self.path.join(format!("{EXTERNAL_PREFIX}{ifindex}"))
+    }
+
+    fn links(&self, prefix: &str) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        let mut out: Vec<u32> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix(prefix)?.parse().ok())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Interface indices of the attached bridges.
+    pub fn bridges(&self) -> Vec<u32> {
+        self.links(BRIDGE_PREFIX)
+    }
+
+    /// Interface indices of the external interfaces.
+    pub fn externals(&self) -> Vec<u32> {
+        self.links(EXTERNAL_PREFIX)
+    }
+
+    /// Removes the directory and everything in it (bpffs pins are plain
+    /// files to unlink), then the parent if it is left empty.
+    pub fn remove(&self) -> Result<()> {
+        if self.exists() {
+            std::fs::remove_dir_all(&self.path)
+                .map_err(|e| Error::io(format!("removing {}", self.path.display()), e))?;
+        }
+        let _ = std::fs::remove_dir(root());
+        Ok(())
+    }
+}
