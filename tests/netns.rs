@@ -1,1 +1,289 @@
+//! End-to-end tests over real packets: each test builds a client / host
+//! (bridge docker0) / container topology in fresh network namespaces, runs
+//! the portfwd binary against the host namespace and talks through it with
+//! real sockets.
+mod common;
 
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+macro_rules! require_privileges {
+    () => {
+        if !privileged_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+#[test]
+fn http_through_mapping_preserves_client_ip() {
+    require_privileges!();
+    let topo = Topology::new("http", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 1);
+    let out = topo.attach(&["8080=172.30.0.10:80"]);
+    assert!(out.contains("h0"), "attach should name the external interface it used: {out}");
+
+    let body = http_get(&topo.client.name, HOST_EXT_IP, 8080).expect("GET through the mapping");
+    assert_eq!(body, format!("web saw {CLIENT_IP}"), "the container must see the real client address");
+    let peers = server.join().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].ip(), std::net::IpAddr::V4(CLIENT_IP));
+    // No proxy: the host namespace holds no socket for the flow.
+    assert!(topo.host_sockets("all").is_empty(), "host has sockets: {:?}", topo.host_sockets("all"));
+}
+
+#[test]
+fn half_close_reply_after_client_shutdown() {
+    require_privileges!();
+    let topo = Topology::new("half", 1);
+    let listener = tcp_listener(&topo.containers[0].name, 80);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let reply = pattern(7, 1 << 20);
+    let expected = reply.clone();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = accept_within(&listener, Duration::from_secs(10)).expect("no connection");
+        let mut request = Vec::new();
+        s.read_to_end(&mut request).expect("read until the client's FIN");
+        // Only now, after the client has half-closed, send the whole reply.
+        s.write_all(&reply).expect("write reply");
+        request
+    });
+    let mut c = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect("connect");
+    c.write_all(b"request body, then FIN").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("read reply after half-close");
+    assert_eq!(server.join().unwrap(), b"request body, then FIN");
+    assert_eq!(got.len(), expected.len(), "reply truncated after half-close");
+    assert!(got == expected, "reply corrupted after half-close");
+}
+
+#[test]
+fn close_without_content_length_leaves_no_half_open_sockets() {
+    require_privileges!();
+    let topo = Topology::new("eof", 1);
+    let listener = tcp_listener(&topo.containers[0].name, 80);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let server = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut s, _) = accept_within(&listener, Duration::from_secs(10)).expect("no connection");
+            read_http_head(&mut s);
+            s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close")
+                .unwrap();
+            // Dropping closes: the end of the body is the connection's end.
+        }
+    });
+    for _ in 0..3 {
+        let mut c = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let start = Instant::now();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).expect("EOF must arrive promptly (read timed out)");
+        assert!(resp.ends_with("body until close"), "got {resp:?}");
+        assert!(start.elapsed() < Duration::from_secs(2), "EOF took {:?}", start.elapsed());
+    }
+    server.join().unwrap();
+    for state in ["close-wait", "fin-wait-2"] {
+        let socks = topo.host_sockets(state);
+        assert!(socks.is_empty(), "host namespace has {state} sockets: {socks:?}");
+    }
+}
+
+#[test]
+fn sixty_four_mib_each_way_with_matching_sha256() {
+    require_privileges!();
+    const LEN: usize = 64 << 20;
+    let topo = Topology::new("bulk", 1);
+    let listener = tcp_listener(&topo.containers[0].name, 80);
+    topo.attach(&["8080=172.30.0.10:80"]);
+
+    // Each side sends LEN bytes of its own pattern while receiving the other's,
+    // and returns the sha256 of what it received.
+    fn exchange(s: std::net::TcpStream, seed: u64) -> [u8; 32] {
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let data = pattern(seed, LEN);
+            w.write_all(&data).expect("send");
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut r = s;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut total = 0;
+        loop {
+            let n = r.read(&mut buf).expect("receive");
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n;
+        }
+        writer.join().unwrap();
+        assert_eq!(total, LEN, "received byte count");
+        hasher.finalize().into()
+    }
+    let server = std::thread::spawn(move || {
+        let (s, _) = accept_within(&listener, Duration::from_secs(10)).expect("no connection");
+        exchange(s, 2)
+    });
+    let c = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect("connect");
+    let client_got = exchange(c, 1);
+    let server_got = server.join().unwrap();
+    let sha = |seed| -> [u8; 32] { Sha256::digest(pattern(seed, LEN)).into() };
+    assert_eq!(server_got, sha(1), "client -> container stream corrupted");
+    assert_eq!(client_got, sha(2), "container -> client stream corrupted");
+}
+
+#[test]
+fn udp_concurrent_clients_get_their_own_replies() {
+    require_privileges!();
+    let topo = Topology::new("udp", 1);
+    let server_sock = in_netns(&topo.containers[0].name, || UdpSocket::bind("0.0.0.0:53").unwrap());
+    server_sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    topo.attach(&["5353=172.30.0.10:53/udp"]);
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: usize = 25;
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        let mut peers = std::collections::BTreeSet::new();
+        for _ in 0..CLIENTS * PER_CLIENT {
+            let Ok((n, peer)) = server_sock.recv_from(&mut buf) else { break };
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            server_sock.send_to(&reply, peer).unwrap();
+            peers.insert(peer);
+        }
+        peers
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            spawn_in(&topo.client.name, move || {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let target: SocketAddr = (HOST_EXT_IP, 5353).into();
+                let mut ok = 0;
+                for seq in 0..PER_CLIENT {
+                    let msg = format!("client {i} seq {seq}");
+                    s.send_to(msg.as_bytes(), target).unwrap();
+                    let mut buf = [0u8; 1500];
+                    let (n, from) = s.recv_from(&mut buf).expect("UDP reply lost");
+                    assert_eq!(from, target, "reply must come from the address the client sent to");
+                    assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes(), "client {i} got another's reply");
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), PER_CLIENT);
+    }
+    let peers = server.join().unwrap();
+    assert_eq!(peers.len(), CLIENTS, "the server should see each client's own address and port");
+    assert!(peers.iter().all(|p| p.ip() == std::net::IpAddr::V4(CLIENT_IP)));
+}
+
+#[test]
+fn two_mappings_and_everything_else_untouched() {
+    require_privileges!();
+    let topo = Topology::new("two", 2);
+    // Routed traffic to a container's own address goes through the host's
+    // normal forwarding path, which portfwd must leave alone.
+    topo.host.sysctl("net.ipv4.ip_forward", "1");
+    topo.client.ip(&["route", "add", "172.30.0.0/16", "via", "10.0.1.1"]);
+    let a = http_server(&topo.containers[0].name, 80, "A", 2);
+    let b = http_server(&topo.containers[1].name, 80, "B", 1);
+    topo.attach(&["8080=172.30.0.10:80", "9090=172.30.0.11:80"]);
+
+    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(), format!("A saw {CLIENT_IP}"));
+    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 9090).unwrap(), format!("B saw {CLIENT_IP}"));
+
+    // An unmapped port gets the host's own answer: nothing listens, so RST.
+    let err = connect_from(&topo.client.name, HOST_EXT_IP, 7070).expect_err("unmapped port must not connect");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "expected RST, got {err}");
+
+    // ICMP to the host is untouched.
+    let ping = topo.client.exec(&["ping", "-c", "1", "-W", "2", "10.0.1.1"]);
+    assert!(ping.status.success(), "ping to the host failed: {}", String::from_utf8_lossy(&ping.stdout));
+
+    // Routed to the container's own IP: reaches A directly, client IP intact.
+    assert_eq!(
+        http_get(&topo.client.name, container_ip(0), 80).unwrap(),
+        format!("A saw {CLIENT_IP}")
+    );
+    a.join().unwrap();
+    b.join().unwrap();
+}
+
+#[test]
+fn detach_leaves_no_program_and_no_pin() {
+    require_privileges!();
+    let topo = Topology::new("detach", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 1);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let dir = topo.state_dir();
+    assert!(dir.is_dir(), "state should be pinned under {}", dir.display());
+    assert_eq!(tcx_ingress_programs(&topo.host.name, "h0").len(), 1);
+    assert_eq!(tcx_ingress_programs(&topo.host.name, "docker0").len(), 1);
+    assert!(http_get(&topo.client.name, HOST_EXT_IP, 8080).is_ok());
+    server.join().unwrap();
+
+    let out = topo.portfwd(&["detach", "docker0"]);
+    assert!(out.status.success(), "detach: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(tcx_ingress_programs(&topo.host.name, "h0").is_empty(), "program left on h0");
+    assert!(tcx_ingress_programs(&topo.host.name, "docker0").is_empty(), "program left on docker0");
+    assert!(!dir.exists(), "pins left behind in {}", dir.display());
+    let err = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect_err("mapping must be gone");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn reattach_updates_in_place_and_keeps_established_flows() {
+    require_privileges!();
+    let mut topo = Topology::new("reattach", 1);
+    topo.add_container();
+    let listener = tcp_listener(&topo.containers[0].name, 80);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let before = tcx_ingress_programs(&topo.host.name, "h0");
+
+    // An established connection that echoes lines.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = accept_within(&listener, Duration::from_secs(10)).expect("no connection");
+        let mut buf = [0u8; 64];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+    });
+    let mut c = connect_from(&topo.client.name, HOST_EXT_IP, 8080).unwrap();
+    let mut roundtrip = |msg: &[u8]| {
+        c.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        c.read_exact(&mut got).expect("echo through the mapping");
+        assert_eq!(got, msg);
+    };
+    roundtrip(b"before");
+
+    let b = http_server(&topo.containers[1].name, 80, "B", 1);
+    topo.attach(&["9090=172.30.0.11:80"]);
+    roundtrip(b"after re-attach");
+    let after = tcx_ingress_programs(&topo.host.name, "h0");
+    assert_eq!(after.len(), 1, "re-attach must not stack programs: {after:?}");
+    assert_ne!(before, after, "re-attach should load the new program");
+    assert_eq!(tcx_ingress_programs(&topo.host.name, "docker0").len(), 1);
+    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 9090).unwrap(), format!("B saw {CLIENT_IP}"));
+    roundtrip(b"still there");
+    drop(c);
+    server.join().unwrap();
+    b.join().unwrap();
+}

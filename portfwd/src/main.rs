@@ -45,7 +45,7 @@ fn main() -> ExitCode {
                 Some(e) if e.is_usage() => 2,
                 _ => 1,
             };
-            eprintln!("portfwd: error: {err:#}");
+            eprintln!("portfwd: error: {err}");
             ExitCode::from(code)
         }
     }
