@@ -21,16 +21,40 @@ pub const MAP_MAPPINGS: &str = "pf_map";
 pub const MAP_CONNTRACK: &str = "pf_ct";
 pub const MAP_LOCAL_ADDRS: &str = "pf_local";
 pub const MAP_STATS: &str = "pf_stats";
-pub const ALL_MAPS: [&str; 4] = [MAP_MAPPINGS, MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_STATS];
+pub const MAP_MAPPING_STATS: &str = "pf_mstats";
+pub const MAP_PORTS: &str = "pf_ports";
+pub const MAP_SOCK_REVERSE: &str = "pf_sockrev";
+pub const ALL_MAPS: [&str; 7] = [
+    MAP_MAPPINGS,
+    MAP_CONNTRACK,
+    MAP_LOCAL_ADDRS,
+    MAP_STATS,
+    MAP_MAPPING_STATS,
+    MAP_PORTS,
+    MAP_SOCK_REVERSE,
+];
+
+/// Load-time global: the cookie of the network namespace portfwd is attached
+/// in (the "host"). The socket hooks run for every namespace and use it to
+/// tell the host's own sockets from containers'.
+pub const GLOBAL_HOST_NETNS: &str = "HOST_NETNS";
 
 /// Program names (the `#[classifier]` function names).
 pub const PROG_EXTERNAL_INGRESS: &str = "pf_ext_in";
 pub const PROG_BRIDGE_INGRESS: &str = "pf_br_in";
+/// cgroup sock_addr programs for clients on the host and in containers.
+pub const PROG_CONNECT4: &str = "pf_connect4";
+pub const PROG_SENDMSG4: &str = "pf_sendmsg4";
+pub const PROG_RECVMSG4: &str = "pf_recvmsg4";
+pub const PROG_GETPEERNAME4: &str = "pf_getpeer4";
+/// cgroup bind4: keeps host processes off published ports.
+pub const PROG_BIND4: &str = "pf_bind4";
 
 pub const MAPPINGS_MAX: u32 = 65_536;
 pub const CONNTRACK_MAX: u32 = 131_072;
 pub const LOCAL_ADDRS_MAX: u32 = 1_024;
 pub const STATS_MAX: u32 = 256;
+pub const SOCK_REVERSE_MAX: u32 = 65_536;
 
 /// Key of `pf_map`: a published host port.
 ///
@@ -79,6 +103,11 @@ pub const CT_F_SYN: u8 = 1 << 0;
 pub const CT_F_FIN: u8 = 1 << 1;
 pub const CT_F_RST: u8 = 1 << 2;
 pub const CT_F_ACK: u8 = 1 << 3;
+/// Set by `portfwd del --kill`: the flow is to be reset.
+pub const CT_F_KILL: u8 = 1 << 5;
+/// A killed flow's packet in this entry's direction was already turned into
+/// a RST for its receiver; later ones are bounced back to their sender as RSTs.
+pub const CT_F_KILL_SENT: u8 = 1 << 6;
 /// Both FINs or a RST were seen: the entry's lifetime is no longer extended.
 pub const CT_F_CLOSING: u8 = 1 << 7;
 
@@ -113,7 +142,54 @@ pub struct CtEntry {
     pub dir: u8,
     pub flags: u8,
     pub ifindex: u32,
-    pub pad: u32,
+    /// Host address of the mapping the flow came in through (0: the
+    /// wildcard): with the host port and protocol it names the mapping's
+    /// `pf_mstats` entry.
+    pub map_addr_be: u32,
+}
+
+/// Value of `pf_mstats` (per-CPU hash keyed by `MapKey`): what went through
+/// one mapping. "fwd" is client -> container, "rev" container -> client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MapStats {
+    pub fwd_packets: u64,
+    pub fwd_bytes: u64,
+    pub rev_packets: u64,
+    pub rev_bytes: u64,
+    /// Flows created (TCP connections, UDP client address/port pairs).
+    pub connections: u64,
+}
+
+/// Key of `pf_ports`: a published port and protocol on any address. Its value
+/// counts the mappings on it; bind(2) to the wildcard address checks it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct PortKey {
+    pub port_be: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// Key of `pf_sockrev`: a socket (by cookie) and the container endpoint the
+/// socket hooks sent it to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub pad: u16,
+}
+
+/// Value of `pf_sockrev`: the address the application asked for, restored in
+/// recvmsg(2) and getpeername(2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRevValue {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub pad: u16,
 }
 
 /// Indices of `pf_stats` (a per-CPU array of u64 counters).
@@ -127,6 +203,10 @@ pub mod stat {
     pub const CT_NEW: u32 = 3;
     pub const FRAGMENT_PASSED: u32 = 4;
     pub const CT_EXPIRED: u32 = 5;
+    pub const KILL_RST_FORWARDED: u32 = 6;
+    pub const KILL_RST_REFLECTED: u32 = 7;
+    pub const SOCK_REWRITTEN: u32 = 8;
+    pub const BIND_REFUSED: u32 = 9;
 
     pub const DROP_CSUM_L3: u32 = 130;
     pub const DROP_CSUM_L4: u32 = 131;
@@ -135,12 +215,16 @@ pub mod stat {
     pub const DROP_REDIRECT: u32 = 134;
 
     /// (code, name) for every counter, for userspace reports.
-    pub const NAMES: [(u32, &str); 10] = [
+    pub const NAMES: [(u32, &str); 14] = [
         (DNAT, "dnat"),
         (REVERSE_NAT, "reverse_nat"),
         (CT_NEW, "ct_new"),
         (FRAGMENT_PASSED, "fragment_passed"),
         (CT_EXPIRED, "ct_expired"),
+        (KILL_RST_FORWARDED, "kill_rst_forwarded"),
+        (KILL_RST_REFLECTED, "kill_rst_reflected"),
+        (SOCK_REWRITTEN, "sock_rewritten"),
+        (BIND_REFUSED, "bind_refused"),
         (DROP_CSUM_L3, "drop_csum_l3"),
         (DROP_CSUM_L4, "drop_csum_l4"),
         (DROP_STORE, "drop_store"),
@@ -153,6 +237,10 @@ const _: () = assert!(core::mem::size_of::<MapKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 12);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<MapStats>() == 40);
+const _: () = assert!(core::mem::size_of::<PortKey>() == 4);
+const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
+const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
 const _: () = assert!(stat::DROP_REDIRECT < STATS_MAX);
 
 #[cfg(feature = "user")]
@@ -166,4 +254,12 @@ mod user {
     unsafe impl aya::Pod for super::CtKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CtEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MapStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockRevKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockRevValue {}
 }

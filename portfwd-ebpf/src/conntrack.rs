@@ -79,9 +79,16 @@ fn sibling_key(key: &CtKey, entry: &CtEntry) -> CtKey {
 }
 
 /// Creates (or overwrites) both entries of a flow whose forward packet is
-/// `flow`, arriving on `client_ifindex` and going to `backend`.
+/// `flow`, arriving on `client_ifindex` and going to `backend` through the
+/// mapping whose key has host address `map_addr_be`.
 #[inline(always)]
-pub fn create(flow: &Flow, backend: &Backend, client_ifindex: u32, now: u64) -> Result<(), u32> {
+pub fn create(
+    flow: &Flow,
+    backend: &Backend,
+    map_addr_be: u32,
+    client_ifindex: u32,
+    now: u64,
+) -> Result<(), u32> {
     let flags = tcp_flags(flow);
     let lifetime = lifetime_for(flow.is_tcp(), flags);
     let forward = CtEntry {
@@ -94,7 +101,7 @@ pub fn create(flow: &Flow, backend: &Backend, client_ifindex: u32, now: u64) -> 
         dir: CT_DIR_FORWARD,
         flags,
         ifindex: backend.bridge_ifindex,
-        pad: 0,
+        map_addr_be,
     };
     let reply_key = CtKey {
         saddr_be: backend.addr_be,
@@ -114,7 +121,7 @@ pub fn create(flow: &Flow, backend: &Backend, client_ifindex: u32, now: u64) -> 
         dir: CT_DIR_REPLY,
         flags: 0,
         ifindex: client_ifindex,
-        pad: 0,
+        map_addr_be,
     };
     // Reply entry first: once the forward entry exists, a reply can come.
     CONNTRACK
@@ -152,16 +159,19 @@ pub fn account(key: &CtKey, entry: *mut CtEntry, flow: &Flow, now: u64) {
     }
     if seen & (CT_F_RST | CT_F_FIN) != 0 {
         let skey = sibling_key(key, e);
-        if let Some(sibling) = CONNTRACK.get_ptr_mut(&skey) {
-            // SAFETY: pointer from a successful lookup, as above.
-            let s = unsafe { &mut *sibling };
-            if seen & CT_F_RST != 0 || s.flags & CT_F_FIN != 0 {
+        let sibling = CONNTRACK.get_ptr_mut(&skey);
+        // SAFETY: pointer from a successful lookup, as above.
+        let sibling_fin = sibling.is_some_and(|s| unsafe { (*s).flags } & CT_F_FIN != 0);
+        if seen & CT_F_RST != 0 || sibling_fin {
+            if let Some(s) = sibling {
+                // SAFETY: as above.
+                let s = unsafe { &mut *s };
                 s.flags |= CT_F_CLOSING;
                 s.expires_ns = now + CT_LIFETIME_CLOSE_NS;
-                e.flags |= CT_F_CLOSING;
-                e.expires_ns = now + CT_LIFETIME_CLOSE_NS;
-                return;
             }
+            e.flags |= CT_F_CLOSING;
+            e.expires_ns = now + CT_LIFETIME_CLOSE_NS;
+            return;
         }
     }
     e.expires_ns = now + lifetime_for(true, e.flags);
@@ -197,6 +207,17 @@ fn lifetime_for(tcp: bool, flags: u8) -> u64 {
         CT_LIFETIME_TCP_NS
     } else {
         CT_LIFETIME_TCP_SYN_NS
+    }
+}
+
+/// The host port of the flow `entry` (stored at `key`) belongs to: the
+/// destination port of a forward entry, the NAT port of a reply entry.
+#[inline(always)]
+pub fn host_port(key: &CtKey, entry: &CtEntry) -> u16 {
+    if entry.dir == CT_DIR_FORWARD {
+        key.dport_be
+    } else {
+        entry.nat_port_be
     }
 }
 

@@ -2,23 +2,24 @@
 //! rewritten to the container endpoint and redirected to the bridge.
 //!
 //! Order of decisions, per packet arriving on an external interface:
-//! 1. not IPv4 TCP/UDP, or a fragment: untouched (TC_ACT_OK);
+//! 1. not IPv4 TCP/UDP, a fragment, or addressed to 127.0.0.0/8 (a martian
+//!    on the wire): untouched (TC_ACT_OK);
 //! 2. TCP that is not a new connection and has a live conntrack entry:
 //!    follow the entry, even if the mapping has since changed or gone
 //!    (established flows drain on the endpoint they started with);
-//! 3. look up the mapping (exact host address first, then the wildcard if the
-//!    destination is one of the host's addresses); no mapping: untouched;
+//! 3. look up the mapping (the wildcard if the destination is one of the
+//!    host's addresses, else the exact host address); none: untouched;
 //! 4. reuse the entry if it still points at that endpoint, else create the
 //!    flow's two conntrack entries; rewrite; redirect to the bridge.
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use portfwd_common::{stat, Backend, MapKey, CT_F_CLOSING};
+use portfwd_common::{stat, CtEntry, CtKey, CT_F_CLOSING};
 
 use crate::{
-    conntrack,
-    maps::{LOCAL_ADDRS, MAPPINGS},
+    conntrack, mapping,
     nat::{self, Side},
     parse::{self, Flow, Parsed, TCP_ACK, TCP_SYN},
-    stats,
+    reset,
+    stats::{self, Dir},
 };
 
 #[inline(always)]
@@ -33,6 +34,9 @@ pub fn from_external(ctx: &TcContext) -> i32 {
         }
         Parsed::Other => return TC_ACT_OK as i32,
     };
+    if mapping::is_loopback(flow.daddr_be) {
+        return TC_ACT_OK as i32;
+    }
     let now = conntrack::now();
     let key = conntrack::key_of(&flow);
     let new_conn = flow.is_tcp() && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
@@ -40,55 +44,53 @@ pub fn from_external(ctx: &TcContext) -> i32 {
 
     if flow.is_tcp() && !new_conn {
         if let Some(e) = entry {
-            conntrack::account(&key, e, &flow, now);
-            // SAFETY: pointer from `conntrack::lookup` in this program run.
-            let (addr, port, ifindex) = unsafe { ((*e).nat_addr_be, (*e).nat_port_be, (*e).ifindex) };
-            return forward(ctx, &flow, addr, port, ifindex);
+            return follow(ctx, &flow, &key, e, now);
         }
     }
 
-    let Some(backend) = lookup_mapping(&flow) else {
+    let Some(m) = lookup_mapping(&flow) else {
         return TC_ACT_OK as i32;
     };
+    let b = m.backend;
 
     if let Some(e) = entry {
         // SAFETY: pointer from `conntrack::lookup` in this program run.
         let (addr, port, flags) = unsafe { ((*e).nat_addr_be, (*e).nat_port_be, (*e).flags) };
-        let same = addr == backend.addr_be && port == backend.port_be;
+        let same = addr == b.addr_be && port == b.port_be;
         if same && !(new_conn && flags & CT_F_CLOSING != 0) {
-            conntrack::account(&key, e, &flow, now);
-            return forward(ctx, &flow, backend.addr_be, backend.port_be, backend.bridge_ifindex);
+            return follow(ctx, &flow, &key, e, now);
         }
     }
 
-    if let Err(reason) = conntrack::create(&flow, &backend, ifindex(ctx), now) {
+    if let Err(reason) = conntrack::create(&flow, &b, m.map_addr_be, ingress_ifindex(ctx), now) {
         return stats::drop(reason);
     }
-    forward(ctx, &flow, backend.addr_be, backend.port_be, backend.bridge_ifindex)
+    stats::mapping(m.map_addr_be, flow.dport_be, flow.proto, Dir::Forward, flow.ip_len as u64, true);
+    forward(ctx, &flow, b.addr_be, b.port_be, b.bridge_ifindex)
 }
 
+/// Forwards a packet of a flow that has a live forward entry `e`.
 #[inline(always)]
-fn lookup_mapping(flow: &Flow) -> Option<Backend> {
-    let mut key = MapKey {
-        addr_be: 0,
-        port_be: flow.dport_be,
-        proto: flow.proto,
-        pad: 0,
-    };
-    // A host port is published either on every local address or on specific
-    // ones, never both (userspace refuses the overlap), so the order of these
-    // lookups cannot change the answer.
-    // SAFETY: map values are plain integers and only read here.
-    if let Some(backend) = unsafe { MAPPINGS.get(&key) } {
-        // SAFETY: as above.
-        if unsafe { LOCAL_ADDRS.get(&flow.daddr_be) }.is_some() {
-            return Some(*backend);
-        }
+fn follow(ctx: &TcContext, flow: &Flow, key: &CtKey, e: *mut CtEntry, now: u64) -> i32 {
+    conntrack::account(key, e, flow, now);
+    // SAFETY: pointer from `conntrack::lookup` in this program run.
+    let entry: &mut CtEntry = unsafe { &mut *e };
+    if let Some(verdict) = reset::if_killed(ctx, flow, entry, now) {
+        return verdict;
+    }
+    stats::mapping(entry.map_addr_be, flow.dport_be, flow.proto, Dir::Forward, flow.ip_len as u64, false);
+    forward(ctx, flow, entry.nat_addr_be, entry.nat_port_be, entry.ifindex)
+}
+
+/// The mapping for a packet: the wildcard applies only to the host's own
+/// addresses; an exact-address mapping names its address itself.
+#[inline(always)]
+fn lookup_mapping(flow: &Flow) -> Option<mapping::Matched> {
+    let m = mapping::lookup(flow.daddr_be, flow.dport_be, flow.proto)?;
+    if m.map_addr_be == 0 && !mapping::is_local(flow.daddr_be) {
         return None;
     }
-    key.addr_be = flow.daddr_be;
-    // SAFETY: as above.
-    unsafe { MAPPINGS.get(&key) }.copied()
+    Some(m)
 }
 
 #[inline(always)]
@@ -101,7 +103,7 @@ fn forward(ctx: &TcContext, flow: &Flow, addr_be: u32, port_be: u16, bridge_ifin
 }
 
 #[inline(always)]
-fn ifindex(ctx: &TcContext) -> u32 {
+pub fn ingress_ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `ctx.skb.skb` is the program's context pointer, valid for the
     // whole run; `ifindex` is a readable __sk_buff field.
     unsafe { (*ctx.skb.skb).ifindex }

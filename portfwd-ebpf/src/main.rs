@@ -4,19 +4,28 @@
 //! - `dnat`: packets from outside to a published host port (TC ingress on the
 //!   external interfaces);
 //! - `rnat`: the containers' replies (TC ingress on the bridge);
-//! - `parse`, `nat`, `conntrack`, `maps`, `stats`: the pieces both use.
+//! - `sock`: clients on the host and hairpin clients in containers (cgroup
+//!   sock_addr hooks), and keeping host processes off published ports;
+//! - `reset`: ending killed flows;
+//! - `parse`, `nat`, `conntrack`, `mapping`, `maps`, `stats`: shared pieces.
 #![no_std]
 #![no_main]
 
 mod conntrack;
 mod dnat;
+mod mapping;
 mod maps;
 mod nat;
 mod parse;
+mod reset;
 mod rnat;
+mod sock;
 mod stats;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 
 /// TC ingress on each external interface: DNAT to the container, redirect to
 /// the bridge.
@@ -29,6 +38,36 @@ pub fn pf_ext_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pf_br_in(ctx: TcContext) -> i32 {
     rnat::from_bridge(&ctx)
+}
+
+/// connect(2), TCP and UDP: host-local and hairpin clients.
+#[cgroup_sock_addr(connect4)]
+pub fn pf_connect4(ctx: SockAddrContext) -> i32 {
+    sock::redirect(&ctx)
+}
+
+/// sendmsg(2) on unconnected UDP sockets.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn pf_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::redirect(&ctx)
+}
+
+/// recvmsg(2) on UDP sockets: replies appear to come from the address used.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn pf_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx)
+}
+
+/// getpeername(2): the peer is the address the application connected to.
+#[cgroup_sock_addr(getpeername4)]
+pub fn pf_getpeer4(ctx: SockAddrContext) -> i32 {
+    sock::restore(&ctx)
+}
+
+/// bind(2): published ports are reserved.
+#[cgroup_sock_addr(bind4)]
+pub fn pf_bind4(ctx: SockAddrContext) -> i32 {
+    sock::bind(&ctx)
 }
 
 #[cfg(not(test))]

@@ -3,13 +3,14 @@
 //! is redirected out of the interface the client came in on. Everything else
 //! from the bridge is left to the host.
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use portfwd_common::stat;
+use portfwd_common::{stat, CtEntry};
 
 use crate::{
     conntrack,
     nat::{self, Side},
     parse::{self, Parsed},
-    stats,
+    reset,
+    stats::{self, Dir},
 };
 
 #[inline(always)]
@@ -19,18 +20,23 @@ pub fn from_bridge(ctx: &TcContext) -> i32 {
     };
     let now = conntrack::now();
     let key = conntrack::key_of(&flow);
-    let Some(entry) = conntrack::lookup(&key, now) else {
+    let Some(e) = conntrack::lookup(&key, now) else {
         return TC_ACT_OK as i32;
     };
-    if !conntrack::is_reply(entry) {
+    if !conntrack::is_reply(e) {
         return TC_ACT_OK as i32;
     }
-    conntrack::account(&key, entry, &flow, now);
+    conntrack::account(&key, e, &flow, now);
     // SAFETY: pointer from `conntrack::lookup` in this program run.
-    let (addr, port, ifindex) = unsafe { ((*entry).nat_addr_be, (*entry).nat_port_be, (*entry).ifindex) };
-    if let Err(reason) = nat::rewrite(ctx, &flow, Side::Src, addr, port) {
+    let entry: &mut CtEntry = unsafe { &mut *e };
+    if let Some(verdict) = reset::if_killed(ctx, &flow, entry, now) {
+        return verdict;
+    }
+    let port = conntrack::host_port(&key, entry);
+    stats::mapping(entry.map_addr_be, port, flow.proto, Dir::Reverse, flow.ip_len as u64, false);
+    if let Err(reason) = nat::rewrite(ctx, &flow, Side::Src, entry.nat_addr_be, entry.nat_port_be) {
         return stats::drop(reason);
     }
     stats::count(stat::REVERSE_NAT);
-    nat::redirect_neigh(ifindex)
+    nat::redirect_neigh(entry.ifindex)
 }

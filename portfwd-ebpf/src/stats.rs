@@ -1,5 +1,7 @@
-//! Per-CPU event and drop-reason counters.
-use crate::maps::STATS;
+//! Per-CPU event and drop-reason counters, and per-mapping traffic counters.
+use portfwd_common::{MapKey, MapStats};
+
+use crate::maps::{MAPPING_STATS, STATS};
 
 #[inline(always)]
 pub fn count(code: u32) {
@@ -15,4 +17,44 @@ pub fn count(code: u32) {
 pub fn drop(reason: u32) -> i32 {
     count(reason);
     aya_ebpf::bindings::TC_ACT_SHOT as i32
+}
+
+/// Direction of a packet through a mapping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Forward,
+    Reverse,
+}
+
+/// Adds a packet of `bytes` to the counters of mapping
+/// (`map_addr_be`, `port_be`, `proto`); `new_flow` also counts a connection.
+/// The counters entry is created by userspace with the mapping; a packet of a
+/// mapping that has been removed (a draining flow) is not counted.
+#[inline(always)]
+pub fn mapping(map_addr_be: u32, port_be: u16, proto: u8, dir: Dir, bytes: u64, new_flow: bool) {
+    let key = MapKey {
+        addr_be: map_addr_be,
+        port_be,
+        proto,
+        pad: 0,
+    };
+    let Some(s) = MAPPING_STATS.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: a per-CPU hash value from a successful lookup: valid for this
+    // program run and written only by this CPU.
+    let s: &mut MapStats = unsafe { &mut *s };
+    match dir {
+        Dir::Forward => {
+            s.fwd_packets += 1;
+            s.fwd_bytes += bytes;
+        }
+        Dir::Reverse => {
+            s.rev_packets += 1;
+            s.rev_bytes += bytes;
+        }
+    }
+    if new_flow {
+        s.connections += 1;
+    }
 }

@@ -3,18 +3,20 @@
 use std::{io, net::Ipv4Addr, path::Path};
 
 use aya::{
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
-        links::{FdLink, LinkError, PinnedLink},
+        links::{CgroupAttachMode, FdLink, LinkError, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
-        LinkOrder, SchedClassifier, TcAttachType,
+        CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
     },
     sys::SyscallError,
     Ebpf, EbpfLoader,
 };
 use portfwd_common::{
-    stat, Backend, CtEntry, CtKey, MapKey, ALL_MAPS, MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_MAPPINGS,
-    MAP_STATS,
+    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, ALL_MAPS, GLOBAL_HOST_NETNS,
+    MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_MAPPINGS, MAP_MAPPING_STATS, MAP_PORTS, MAP_STATS,
+    PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4,
+    PROG_RECVMSG4, PROG_SENDMSG4,
 };
 
 use crate::{
@@ -22,11 +24,18 @@ use crate::{
     state::StateDir,
 };
 
-/// Loads the object. With `state`, every map is opened from its pin in the
-/// state directory (or created and pinned there), so a reload keeps mappings,
-/// conntrack and counters. Without it the maps are private (tests).
+/// The cgroup sock_addr programs that serve host-local and hairpin clients.
+pub const LOCAL_PROGRAMS: [&str; 4] = [PROG_CONNECT4, PROG_SENDMSG4, PROG_RECVMSG4, PROG_GETPEERNAME4];
+
+/// Loads the object for the current network namespace (whose cookie the
+/// socket hooks compare against). With `state`, every map is opened from its
+/// pin in the state directory (or created and pinned there), so a reload
+/// keeps mappings, conntrack and counters. Without it the maps are private
+/// (tests).
 pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
+    let host_netns = crate::netns::cookie()?;
     let mut loader = EbpfLoader::new();
+    loader.override_global(GLOBAL_HOST_NETNS, &host_netns, true);
     let pins: Vec<_> = match state {
         Some(s) => ALL_MAPS.iter().map(|m| (*m, s.map_pin(m))).collect(),
         None => Vec::new(),
@@ -37,15 +46,53 @@ pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
     let mut ebpf = loader
         .load(crate::EBPF_OBJECT)
         .map_err(|e| Error::ebpf("loading the eBPF object", e))?;
-    for name in [
-        portfwd_common::PROG_EXTERNAL_INGRESS,
-        portfwd_common::PROG_BRIDGE_INGRESS,
-    ] {
+    for name in [PROG_EXTERNAL_INGRESS, PROG_BRIDGE_INGRESS] {
         classifier(&mut ebpf, name)?
             .load()
             .map_err(|e| Error::ebpf(format!("loading program {name} (verifier)"), e))?;
     }
+    for name in LOCAL_PROGRAMS.into_iter().chain([PROG_BIND4]) {
+        sock_addr(&mut ebpf, name)?
+            .load()
+            .map_err(|e| Error::ebpf(format!("loading program {name} (verifier)"), e))?;
+    }
     Ok(ebpf)
+}
+
+pub fn sock_addr<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::ebpf(name.to_string(), io::Error::other("program missing from object")))?
+        .try_into()
+        .map_err(|e| Error::ebpf(format!("program {name}"), e))
+}
+
+/// Attaches a cgroup sock_addr program to `cgroup` (alongside any others:
+/// multi-attach) and pins the link at `pin`. A link already pinned there is
+/// removed only after the new one is in place, so no connect(2) in between
+/// misses the hook; while both exist the second sees an already rewritten
+/// address and does nothing.
+pub fn attach_cgroup_pinned(prog: &mut CgroupSockAddr, cgroup: &Path, pin: &Path) -> Result<()> {
+    let dir = std::fs::File::open(cgroup)
+        .map_err(|e| Error::io(format!("opening cgroup {}", cgroup.display()), e))?;
+    let id = prog
+        // BPF links on cgroups always coexist with other links; the kernel
+        // wants no multi-attach flag with them (EINVAL).
+        .attach(&dir, CgroupAttachMode::Single)
+        .map_err(|e| Error::ebpf(format!("attaching to cgroup {}", cgroup.display()), e))?;
+    let link = prog.take_link(id).map_err(|e| Error::ebpf("take_link", e))?;
+    let link: FdLink = link
+        .try_into()
+        .map_err(|e| Error::ebpf(format!("cgroup link on {}", cgroup.display()), e))?;
+    // bpffs refuses dots in names: no "x.new".
+    let mut tmp = pin.as_os_str().to_owned();
+    tmp.push("_new");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    link.pin(&tmp)
+        .map_err(|e| Error::ebpf(format!("pinning {}", tmp.display()), e))?;
+    detach_pinned(pin)?;
+    std::fs::rename(&tmp, pin).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
+    Ok(())
 }
 
 pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
@@ -121,6 +168,8 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub local_addrs: HashMap<MapData, u32, u32>,
     pub stats: PerCpuArray<MapData, u64>,
+    pub mapping_stats: PerCpuHashMap<MapData, MapKey, MapStats>,
+    pub ports: HashMap<MapData, PortKey, u32>,
 }
 
 impl Maps {
@@ -130,7 +179,15 @@ impl Maps {
             ebpf.take_map(name)
                 .ok_or_else(|| Error::ebpf(name.to_string(), io::Error::other("map missing from object")))
         };
-        Self::from_maps(take(MAP_MAPPINGS)?, take(MAP_CONNTRACK)?, take(MAP_LOCAL_ADDRS)?, take(MAP_STATS)?)
+        let maps = [
+            take(MAP_MAPPINGS)?,
+            take(MAP_CONNTRACK)?,
+            take(MAP_LOCAL_ADDRS)?,
+            take(MAP_STATS)?,
+            take(MAP_MAPPING_STATS)?,
+            take(MAP_PORTS)?,
+        ];
+        Self::from_maps(maps)
     }
 
     /// Opens the maps pinned in a state directory.
@@ -141,16 +198,26 @@ impl Maps {
                 .map_err(|e| Error::ebpf(format!("opening {}", path.display()), e))?;
             Map::from_map_data(data).map_err(|e| Error::ebpf(format!("map {name}"), e))
         };
-        Self::from_maps(open(MAP_MAPPINGS)?, open(MAP_CONNTRACK)?, open(MAP_LOCAL_ADDRS)?, open(MAP_STATS)?)
+        let maps = [
+            open(MAP_MAPPINGS)?,
+            open(MAP_CONNTRACK)?,
+            open(MAP_LOCAL_ADDRS)?,
+            open(MAP_STATS)?,
+            open(MAP_MAPPING_STATS)?,
+            open(MAP_PORTS)?,
+        ];
+        Self::from_maps(maps)
     }
 
-    fn from_maps(mappings: Map, conntrack: Map, local: Map, stats: Map) -> Result<Self> {
+    fn from_maps([mappings, conntrack, local, stats, mstats, ports]: [Map; 6]) -> Result<Self> {
         let typed = |name: &str, e: aya::maps::MapError| Error::ebpf(format!("map {name}"), e);
         Ok(Self {
             mappings: HashMap::try_from(mappings).map_err(|e| typed(MAP_MAPPINGS, e))?,
             conntrack: HashMap::try_from(conntrack).map_err(|e| typed(MAP_CONNTRACK, e))?,
             local_addrs: HashMap::try_from(local).map_err(|e| typed(MAP_LOCAL_ADDRS, e))?,
             stats: PerCpuArray::try_from(stats).map_err(|e| typed(MAP_STATS, e))?,
+            mapping_stats: PerCpuHashMap::try_from(mstats).map_err(|e| typed(MAP_MAPPING_STATS, e))?,
+            ports: HashMap::try_from(ports).map_err(|e| typed(MAP_PORTS, e))?,
         })
     }
 

@@ -11,6 +11,18 @@ pub enum Error {
     DuplicatePort(String),
     #[error("host port {port} is already published as {existing}")]
     PortConflict { port: String, existing: String },
+    #[error("nothing is attached in this network namespace; run `portfwd attach BRIDGE` first")]
+    NothingAttached,
+    #[error("cannot tell which attached bridge {0} is on; attach its bridge with --map instead")]
+    NoBridgeFor(String),
+    #[error("{0} is not published")]
+    NotPublished(String),
+    #[error("host port {port} is in use by {owner}; use --force to publish it anyway")]
+    PortInUse { port: String, owner: String },
+    #[error("no cgroup2 filesystem found (looked in /proc/self/mountinfo); name one with --cgroup")]
+    NoCgroup2,
+    #[error("{0} is not a cgroup2 directory")]
+    NotCgroup(String),
     #[error("no such interface: {0}")]
     NoSuchInterface(String),
     #[error("interface {0} is not an Ethernet device")]

@@ -75,12 +75,32 @@ pub fn default_route_interfaces() -> Result<Vec<String>> {
 
 /// Every IPv4 address in the namespace, with the index of its interface.
 pub fn local_ipv4_addresses() -> Result<BTreeMap<Ipv4Addr, u32>> {
+    Ok(ipv4_networks()?.into_iter().map(|n| (n.addr, n.ifindex)).collect())
+}
+
+/// An IPv4 address with its prefix and interface.
+#[derive(Clone, Copy, Debug)]
+pub struct Network {
+    pub addr: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub ifindex: u32,
+}
+
+impl Network {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let m = u32::from(self.netmask);
+        u32::from(self.addr) & m == u32::from(ip) & m
+    }
+}
+
+/// Every IPv4 address in the namespace with its netmask and interface.
+pub fn ipv4_networks() -> Result<Vec<Network>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
         return Err(Error::io("getifaddrs", std::io::Error::last_os_error()));
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     let mut cur = head;
     while !cur.is_null() {
         // SAFETY: cur is a node of the list getifaddrs returned.
@@ -91,9 +111,16 @@ pub fn local_ipv4_addresses() -> Result<BTreeMap<Ipv4Addr, u32>> {
             // SAFETY: family checked above.
             let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
             let addr = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            let netmask = if ifa.ifa_netmask.is_null() {
+                Ipv4Addr::BROADCAST
+            } else {
+                // SAFETY: for an AF_INET entry the netmask is a sockaddr_in.
+                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                Ipv4Addr::from(m.sin_addr.s_addr.to_ne_bytes())
+            };
             // SAFETY: ifa_name is a valid C string for the life of the list.
-            let index = unsafe { libc::if_nametoindex(ifa.ifa_name) };
-            out.insert(addr, index);
+            let ifindex = unsafe { libc::if_nametoindex(ifa.ifa_name) };
+            out.push(Network { addr, netmask, ifindex });
         }
         cur = ifa.ifa_next;
     }

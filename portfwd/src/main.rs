@@ -1,11 +1,19 @@
 //! The portfwd command line.
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use portfwd::{cmd, netns, privileges, spec::Spec, Error};
+use portfwd::{
+    cmd, netns, privileges,
+    spec::{Mapping, PortSelector, Spec},
+    Error,
+};
 
 #[derive(Parser)]
-#[command(name = "portfwd", version, about = "Publish container ports with eBPF: no proxy process, client IP preserved")]
+#[command(
+    name = "portfwd",
+    version,
+    about = "Publish container ports with eBPF: no proxy process, client IP preserved"
+)]
 struct Cli {
     /// Act on the named network namespace (/var/run/netns/NETNS), like `ip -n`.
     #[arg(short = 'n', long = "netns", global = true, value_name = "NETNS")]
@@ -26,11 +34,48 @@ enum Command {
         /// Interface where outside clients arrive (default: those with a default route).
         #[arg(long = "external", value_name = "IFACE")]
         external: Vec<String>,
+        /// cgroup2 directory for the socket hooks (default: the cgroup2 root).
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<PathBuf>,
+        /// Do not serve clients on the host itself or hairpin clients in containers.
+        #[arg(long)]
+        no_local: bool,
+        /// Publish even if a host process holds the port.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove everything portfwd attached for a bridge.
     Detach { bridge: String },
-    /// Show the published ports and the datapath counters.
-    List,
+    /// Publish more ports on the attached namespace.
+    Add {
+        /// Re-point host ports that are already published.
+        #[arg(long)]
+        replace: bool,
+        /// Publish even if a host process holds the port.
+        #[arg(long)]
+        force: bool,
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// Unpublish ports; established flows drain unless --kill.
+    Del {
+        /// Also end the flows in progress.
+        #[arg(long)]
+        kill: bool,
+        /// [HOST_IP:]HOST_PORT[-END][/tcp|/udp]
+        #[arg(required = true, value_name = "PORT")]
+        ports: Vec<String>,
+    },
+    /// Show the published ports with their counters.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the tracked flows.
+    Flows {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,17 +96,27 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_specs(texts: &[String]) -> Result<Vec<Mapping>, Error> {
+    let mut all = Vec::new();
+    for text in texts {
+        all.extend(text.parse::<Spec>()?.mappings);
+    }
+    portfwd::spec::check_unique(&all)?;
+    Ok(all)
+}
+
 fn run(cli: Cli) -> anyhow::Result<String> {
     // Parse every input before anything touches the system.
     let mappings = match &cli.command {
-        Command::Attach { maps, .. } => {
-            let mut all = Vec::new();
-            for text in maps {
-                all.extend(text.parse::<Spec>()?.mappings);
-            }
-            portfwd::spec::check_unique(&all)?;
-            all
-        }
+        Command::Attach { maps, .. } => parse_specs(maps)?,
+        Command::Add { specs, .. } => parse_specs(specs)?,
+        _ => Vec::new(),
+    };
+    let selectors = match &cli.command {
+        Command::Del { ports, .. } => ports
+            .iter()
+            .map(|p| p.parse::<PortSelector>())
+            .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
     privileges::check(cli.netns.is_some())?;
@@ -71,12 +126,29 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         netns::enter(name)?;
     }
     Ok(match cli.command {
-        Command::Attach { bridge, external, .. } => cmd::attach::run(&cmd::attach::Args {
+        Command::Attach {
+            bridge,
+            external,
+            cgroup,
+            no_local,
+            force,
+            ..
+        } => cmd::attach::run(&cmd::attach::Args {
             bridge,
             mappings,
             external,
+            cgroup,
+            no_local,
+            force,
         })?,
         Command::Detach { bridge } => cmd::detach::run(&bridge)?,
-        Command::List => cmd::list::run()?,
+        Command::Add { replace, force, .. } => cmd::add::run(&cmd::add::Args {
+            mappings,
+            replace,
+            force,
+        })?,
+        Command::Del { kill, .. } => cmd::del::run(&selectors, kill)?,
+        Command::List { json } => cmd::list::run(json)?,
+        Command::Flows { json } => cmd::flows::run(json)?,
     })
 }

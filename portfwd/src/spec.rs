@@ -169,6 +169,55 @@ impl FromStr for Spec {
     }
 }
 
+/// A `del` argument: `[HOST_IP:]HOST_PORT[-END][/tcp|/udp]`. Without HOST_IP
+/// it names the port on whatever address it is published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSelector {
+    pub proto: Proto,
+    pub addr: Option<Ipv4Addr>,
+    pub ports: std::ops::RangeInclusive<u16>,
+}
+
+impl PortSelector {
+    pub fn matches(&self, host: &HostPort) -> bool {
+        host.proto == self.proto
+            && self.ports.contains(&host.port)
+            && (self.addr.is_none() || self.addr == host.addr)
+    }
+}
+
+impl FromStr for PortSelector {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: &str| Error::BadSpec {
+            spec: text.to_string(),
+            why: why.to_string(),
+        };
+        let (body, proto) = match text.rsplit_once('/') {
+            Some((body, "tcp")) => (body, Proto::Tcp),
+            Some((body, "udp")) => (body, Proto::Udp),
+            Some((_, other)) => return Err(bad(&format!("unknown protocol '{other}' (tcp or udp)"))),
+            None => (text, Proto::Tcp),
+        };
+        let (addr, ports) = match body.rsplit_once(':') {
+            Some((ip, ports)) => {
+                let ip: Ipv4Addr = ip
+                    .parse()
+                    .map_err(|_| bad(&format!("'{ip}' is not an IPv4 address")))?;
+                (Some(ip), ports)
+            }
+            None => (None, body),
+        };
+        let (start, end) = port_range(ports).map_err(|why| bad(&why))?;
+        Ok(Self {
+            proto,
+            addr: addr.filter(|a| !a.is_unspecified()),
+            ports: start..=end,
+        })
+    }
+}
+
 fn port_range(text: &str) -> std::result::Result<(u16, u16), String> {
     let (start, end) = match text.split_once('-') {
         Some((a, b)) => (port(a)?, port(b)?),
@@ -256,6 +305,21 @@ mod tests {
         assert!(!any.overlaps(&udp));
         assert!(check_unique(&[one("80=1.1.1.1:80"), one("127.0.0.1:80=1.1.1.2:80")]).is_err());
         assert!(check_unique(&[one("80=1.1.1.1:80"), one("80=1.1.1.1:80/udp")]).is_ok());
+    }
+
+    #[test]
+    fn parses_port_selectors() {
+        let s: PortSelector = "8000-8002/udp".parse().unwrap();
+        assert_eq!((s.proto, s.addr, s.ports.clone()), (Proto::Udp, None, 8000..=8002));
+        let s: PortSelector = "127.0.0.1:80".parse().unwrap();
+        assert!(s.matches(&one("127.0.0.1:80=1.1.1.1:80").host));
+        assert!(!s.matches(&one("80=1.1.1.1:80").host));
+        let any: PortSelector = "80".parse().unwrap();
+        assert!(any.matches(&one("127.0.0.1:80=1.1.1.1:80").host));
+        assert!(!any.matches(&one("80=1.1.1.1:80/udp").host));
+        for bad in ["", "0", "x", "80/sctp", "1.2.3:80", "81-80"] {
+            assert!(bad.parse::<PortSelector>().is_err(), "accepted {bad:?}");
+        }
     }
 
     #[test]

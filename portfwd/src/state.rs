@@ -50,6 +50,11 @@ impl StateDir {
         self.path.join(format!("{BRIDGE_PREFIX}{ifindex}"))
     }
 
+    /// The link of a cgroup program, named after the program.
+    pub fn cgroup_link(&self, prog: &str) -> PathBuf {
+        self.path.join(format!("cg_{prog}"))
+    }
+
     pub fn external_link(&self, ifindex: u32) -> PathBuf {
         self.path.join(format!("{EXTERNAL_PREFIX}{ifindex}"))
     }

@@ -132,6 +132,10 @@ impl Drop for Netns {
 /// Dropping it detaches portfwd, removes any state it pinned for the host
 /// namespace, then deletes every namespace.
 pub struct Topology {
+    /// A cgroup of its own for portfwd's socket hooks, so that they see only
+    /// the processes a test puts there: the test's own threads (the emulated
+    /// remote client among them) stay outside, as a remote machine would.
+    pub cgroup: std::path::PathBuf,
     pub client: Netns,
     pub containers: Vec<Netns>,
     // Declared last: dropped last, after the Drop impl below has cleaned up.
@@ -152,7 +156,10 @@ impl Topology {
         host.ip(&["link", "add", "docker0", "type", "bridge"]);
         host.ip(&["addr", "add", "172.30.0.1/16", "dev", "docker0"]);
         host.ip(&["link", "set", "docker0", "up"]);
+        let cgroup = portfwd::cgroup::default_root().expect("cgroup2 root").join(&prefix);
+        std::fs::create_dir(&cgroup).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup.display()));
         let mut topo = Self {
+            cgroup,
             client,
             containers: Vec::new(),
             host,
@@ -187,12 +194,19 @@ impl Topology {
             .expect("run portfwd")
     }
 
-    /// `portfwd attach docker0 --map ...`, which must succeed.
+    /// `portfwd attach docker0 --cgroup <the topology's> --map ...`, which must succeed.
     pub fn attach(&self, maps: &[&str]) -> String {
-        let mut args = vec!["attach", "docker0"];
+        self.attach_with(maps, &[])
+    }
+
+    /// `attach` with extra arguments.
+    pub fn attach_with(&self, maps: &[&str], extra: &[&str]) -> String {
+        let cgroup = self.cgroup.to_str().expect("utf-8 path");
+        let mut args = vec!["attach", "docker0", "--cgroup", cgroup];
         for m in maps {
             args.extend(["--map", m]);
         }
+        args.extend_from_slice(extra);
         let out = self.portfwd(&args);
         assert!(
             out.status.success(),
@@ -222,6 +236,14 @@ impl Drop for Topology {
         let dir = self.state_dir();
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir(portfwd::state::root());
+        // Processes a test started in the cgroup have exited by now; retry
+        // briefly in case the kernel is still reaping one.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Fields drop next, deleting every namespace.
     }
 }

@@ -1,14 +1,15 @@
-//! `portfwd attach BRIDGE [--map SPEC]... [--external IFACE]...`
-use std::fmt::Write as _;
+//! `portfwd attach BRIDGE [--map SPEC]... [--external IFACE]... [--cgroup PATH] [--no-local] [--force]`
+use std::{fmt::Write as _, path::PathBuf};
 
-use portfwd_common::{PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
+use portfwd_common::{PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
 
 use crate::{
-    bpffs, datapath,
+    bpffs, cgroup, datapath,
     error::{Error, Result},
     ifaces,
-    spec::{self, HostPort, Mapping},
+    spec::{self, Mapping},
     state::StateDir,
+    table,
 };
 
 pub struct Args {
@@ -16,11 +17,17 @@ pub struct Args {
     pub mappings: Vec<Mapping>,
     /// Empty: the interfaces that carry a default route.
     pub external: Vec<String>,
+    /// Where the socket hooks attach (default: the cgroup2 root).
+    pub cgroup: Option<PathBuf>,
+    /// No socket hooks for host-local and hairpin clients.
+    pub no_local: bool,
+    /// Publish even if a host process holds the port.
+    pub force: bool,
 }
 
 /// Validates everything, then attaches. On a bridge that is already attached
 /// the programs are swapped in place and the given mappings added to (or
-/// updated in) the table; maps, conntrack and counters are kept.
+/// re-pointed in) the table; maps, conntrack and counters are kept.
 pub fn run(args: &Args) -> Result<String> {
     spec::check_unique(&args.mappings)?;
     let bridge_index = ifaces::require_ethernet(&args.bridge)?;
@@ -41,17 +48,27 @@ pub fn run(args: &Args) -> Result<String> {
         }
         ext_indices.push(ifaces::require_ethernet(name)?);
     }
-
     bpffs::ensure_mounted()?;
+    let cgroup = match &args.cgroup {
+        Some(path) => path.clone(),
+        None => cgroup::default_root()?,
+    };
+    cgroup::require_cgroup2(&cgroup)?;
+    if !args.force {
+        super::check_not_held(&args.mappings)?;
+    }
+
     let state = StateDir::current()?;
     let fresh = !state.exists();
-    if !fresh {
-        // Refuse before touching anything if a new mapping would shadow or be
-        // shadowed by one that is already published with another address.
-        check_against_table(&datapath::Maps::open(&state)?, &args.mappings)?;
-    }
     state.create()?;
-    let result = attach_in(&state, args, bridge_index, &external, &ext_indices);
+    let result = table::lock(&state).and_then(|_lock| {
+        if !fresh {
+            // Refuse before touching anything if a new mapping would shadow
+            // or be shadowed by one already published with another address.
+            table::check_free(&datapath::Maps::open(&state)?, &args.mappings, true)?;
+        }
+        attach_in(&state, args, &cgroup, bridge_index, &external, &ext_indices)
+    });
     if result.is_err() && fresh {
         let _ = state.remove();
     }
@@ -65,28 +82,21 @@ pub fn run(args: &Args) -> Result<String> {
         args.bridge,
         external.join(", ")
     );
+    if args.no_local {
+        let _ = writeln!(out, "host-local and hairpin access: off (--no-local)");
+    } else {
+        let _ = writeln!(out, "host-local and hairpin access: cgroup {}", cgroup.display());
+    }
     for m in &args.mappings {
         let _ = writeln!(out, "  {m}");
     }
     Ok(out)
 }
 
-fn check_against_table(maps: &datapath::Maps, new: &[Mapping]) -> Result<()> {
-    for (key, _) in maps.mapping_entries() {
-        let Some(existing) = HostPort::from_key(&key) else { continue };
-        if let Some(m) = new.iter().find(|m| m.host != existing && m.host.overlaps(&existing)) {
-            return Err(Error::PortConflict {
-                port: m.host.to_string(),
-                existing: existing.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
 fn attach_in(
     state: &StateDir,
     args: &Args,
+    cgroup: &std::path::Path,
     bridge_index: u32,
     external: &[String],
     ext_indices: &[u32],
@@ -94,16 +104,25 @@ fn attach_in(
     let mut ebpf = datapath::load(Some(state))?;
     let mut maps = datapath::Maps::open(state)?;
     maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
-    for m in &args.mappings {
-        maps.mappings
-            .insert(m.host.key(), m.backend(bridge_index), 0)
-            .map_err(|e| Error::ebpf(format!("adding {m}"), e))?;
-    }
+    table::add(&mut maps, &args.mappings, bridge_index, true)?;
+
     let prog = datapath::classifier(&mut ebpf, PROG_BRIDGE_INGRESS)?;
     datapath::attach_pinned(prog, &args.bridge, &state.bridge_link(bridge_index))?;
     let prog = datapath::classifier(&mut ebpf, PROG_EXTERNAL_INGRESS)?;
     for (name, index) in external.iter().zip(ext_indices) {
         datapath::attach_pinned(prog, name, &state.external_link(*index))?;
+    }
+
+    let prog = datapath::sock_addr(&mut ebpf, PROG_BIND4)?;
+    datapath::attach_cgroup_pinned(prog, cgroup, &state.cgroup_link(PROG_BIND4))?;
+    for name in datapath::LOCAL_PROGRAMS {
+        let pin = state.cgroup_link(name);
+        if args.no_local {
+            datapath::detach_pinned(&pin)?;
+        } else {
+            let prog = datapath::sock_addr(&mut ebpf, name)?;
+            datapath::attach_cgroup_pinned(prog, cgroup, &pin)?;
+        }
     }
     Ok(())
 }

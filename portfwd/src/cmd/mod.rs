@@ -1,4 +1,62 @@
-//! One file per subcommand.
+//! One file per subcommand, plus what they share.
+pub mod add;
 pub mod attach;
+pub mod del;
 pub mod detach;
+pub mod flows;
 pub mod list;
+
+use crate::{
+    datapath::Maps,
+    error::{Error, Result},
+    ifaces,
+    spec::Mapping,
+    state::StateDir,
+    table::{self, Lock},
+};
+
+/// The namespace's attached state, locked for a change.
+pub(crate) struct Attached {
+    pub state: StateDir,
+    pub maps: Maps,
+    _lock: Lock,
+}
+
+pub(crate) fn open_attached() -> Result<Attached> {
+    let state = StateDir::current()?;
+    if !state.exists() {
+        return Err(Error::NothingAttached);
+    }
+    let lock = table::lock(&state)?;
+    let maps = Maps::open(&state)?;
+    Ok(Attached { state, maps, _lock: lock })
+}
+
+/// Refuses mappings whose host port a host process already holds.
+pub(crate) fn check_not_held(mappings: &[Mapping]) -> Result<()> {
+    for m in mappings {
+        if let Some(owner) = crate::procnet::holder(&m.host) {
+            return Err(Error::PortInUse {
+                port: m.host.to_string(),
+                owner,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The attached bridge a container address belongs to: the one whose subnet
+/// holds it, or the only one attached.
+pub(crate) fn bridge_for(state: &StateDir, m: &Mapping) -> Result<u32> {
+    let bridges = state.bridges();
+    let networks = ifaces::ipv4_networks()?;
+    let by_subnet: Vec<u32> = bridges
+        .iter()
+        .copied()
+        .filter(|b| networks.iter().any(|n| n.ifindex == *b && n.contains(m.container_ip)))
+        .collect();
+    match (by_subnet.as_slice(), bridges.as_slice()) {
+        ([one], _) | ([], [one]) => Ok(*one),
+        _ => Err(Error::NoBridgeFor(m.container_ip.to_string())),
+    }
+}

@@ -1,0 +1,32 @@
+//! `portfwd add [--replace] [--force] SPEC...`
+use std::fmt::Write as _;
+
+use crate::{error::Result, spec::Mapping, table};
+
+pub struct Args {
+    pub mappings: Vec<Mapping>,
+    /// Re-point host ports that are already published.
+    pub replace: bool,
+    /// Publish even if a host process holds the port.
+    pub force: bool,
+}
+
+/// Adds mappings to the attached namespace; they apply from the next packet.
+/// With `replace`, a published port is re-pointed: new TCP connections go to
+/// the new endpoint while established ones finish on the old one; UDP follows
+/// at once.
+pub fn run(args: &Args) -> Result<String> {
+    crate::spec::check_unique(&args.mappings)?;
+    let mut at = super::open_attached()?;
+    table::check_free(&at.maps, &args.mappings, args.replace)?;
+    if !args.force {
+        super::check_not_held(&args.mappings)?;
+    }
+    let mut out = String::new();
+    for m in &args.mappings {
+        let bridge = super::bridge_for(&at.state, m)?;
+        table::add(&mut at.maps, std::slice::from_ref(m), bridge, args.replace)?;
+        let _ = writeln!(out, "added {m}");
+    }
+    Ok(out)
+}
