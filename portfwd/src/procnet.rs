@@ -64,11 +64,20 @@ fn owner(inode: u64) -> Option<String> {
     None
 }
 
-/// Who holds `host` in this namespace, if anyone: a socket on the same port
-/// and protocol whose address overlaps the mapping's.
-pub fn holder(host: &HostPort) -> Option<String> {
-    let s = sockets(host.proto)
-        .into_iter()
-        .find(|s| s.port == host.port && (s.addr.is_none() || host.addr.is_none() || s.addr == host.addr))?;
-    Some(owner(s.inode).unwrap_or_else(|| format!("a socket (inode {})", s.inode)))
+/// The first of `hosts` that a socket in this namespace holds (same port and
+/// protocol, overlapping address), with who holds it.
+pub fn first_held<'a>(hosts: impl IntoIterator<Item = &'a HostPort>) -> Option<(HostPort, String)> {
+    let tcp = sockets(Proto::Tcp);
+    let udp = sockets(Proto::Udp);
+    for host in hosts {
+        let socks = if host.proto == Proto::Tcp { &tcp } else { &udp };
+        let held = socks
+            .iter()
+            .find(|s| s.port == host.port && (s.addr.is_none() || host.addr.is_none() || s.addr == host.addr));
+        if let Some(s) = held {
+            let who = owner(s.inode).unwrap_or_else(|| format!("a socket (inode {})", s.inode));
+            return Some((*host, who));
+        }
+    }
+    None
 }

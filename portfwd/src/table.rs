@@ -50,26 +50,65 @@ pub fn entries(maps: &Maps) -> BTreeMap<HostPort, portfwd_common::Backend> {
 
 /// Refuses mappings whose host port is already published (the same one,
 /// unless `replace`; an overlapping one with another address, always).
+/// Costs a few lookups per mapping, whatever the table's size.
 pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
-    for existing in entries(maps).keys() {
-        for m in new {
-            let same = m.host == *existing;
-            if (same && !replace) || (!same && m.host.overlaps(existing)) {
-                return Err(Error::PortConflict {
-                    port: m.host.to_string(),
-                    existing: existing.to_string(),
-                });
+    for m in new {
+        let key = m.host.key();
+        let wildcard = HostPort { addr: None, ..m.host };
+        let has = |h: &HostPort| maps.mappings.get(&h.key(), 0).is_ok();
+        let conflict = |existing: String| Error::PortConflict {
+            port: m.host.to_string(),
+            existing,
+        };
+        if !replace && has(&m.host) {
+            return Err(conflict(m.host.to_string()));
+        }
+        if m.host.addr.is_some() {
+            if has(&wildcard) {
+                return Err(conflict(wildcard.to_string()));
+            }
+        } else {
+            // Specific-address mappings on this port: pf_ports counts every
+            // mapping on the port, the wildcard included.
+            let on_port = port_count(maps, &key);
+            if on_port > u32::from(has(&wildcard)) {
+                let specific = entries(maps)
+                    .into_keys()
+                    .find(|h| h.addr.is_some() && h.overlaps(&m.host))
+                    .map_or_else(|| format!("{}:{}/{}", "an address", m.host.port, m.host.proto), |h| h.to_string());
+                return Err(conflict(specific));
             }
         }
     }
     Ok(())
 }
 
+fn port_count(maps: &Maps, key: &MapKey) -> u32 {
+    maps.ports
+        .get(&PortKey { port_be: key.port_be, proto: key.proto, pad: 0 }, 0)
+        .unwrap_or(0)
+}
+
+fn bump_port(maps: &mut Maps, key: &MapKey, delta: i32) -> Result<()> {
+    let pk = PortKey { port_be: key.port_be, proto: key.proto, pad: 0 };
+    let n = port_count(maps, key) as i64 + i64::from(delta);
+    if n <= 0 {
+        let _ = maps.ports.remove(&pk);
+        Ok(())
+    } else {
+        maps.ports
+            .insert(pk, n as u32, 0)
+            .map_err(|e| Error::ebpf("updating pf_ports", e))
+    }
+}
+
 /// Adds (or, with `replace`, adds or re-points) `mappings`. Call
 /// `check_free` first; this only enforces "no silent overwrite" through
-/// BPF_NOEXIST when not replacing.
+/// BPF_NOEXIST when not replacing. A few syscalls per mapping, whatever the
+/// table's size.
 pub fn add(maps: &mut Maps, mappings: &[Mapping], bridge_ifindex: u32, replace: bool) -> Result<()> {
     for m in mappings {
+        let is_new = maps.mappings.get(&m.host.key(), 0).is_err();
         let zeros = zero_stats()?;
         let key = m.host.key();
         // Counters first, so the datapath can count from the first packet.
@@ -88,18 +127,21 @@ pub fn add(maps: &mut Maps, mappings: &[Mapping], bridge_ifindex: u32, replace: 
                 },
                 _ => Error::ebpf(format!("adding {m}"), e),
             })?;
+        if is_new {
+            bump_port(maps, &key, 1)?;
+        }
     }
-    rebuild_ports(maps)
+    Ok(())
 }
 
 /// Removes the mappings matching `selectors` (each must match at least one)
 /// and returns them. Established flows keep their conntrack entries and
 /// drain; with `kill` they are ended (see `kill_flows`).
 pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result<Vec<HostPort>> {
-    let table = entries(maps);
     let mut doomed = Vec::new();
+    let mut table: Option<BTreeMap<HostPort, portfwd_common::Backend>> = None;
     for sel in selectors {
-        let matched: Vec<HostPort> = table.keys().filter(|h| sel.matches(h)).copied().collect();
+        let matched = matching(maps, sel, &mut table);
         if matched.is_empty() {
             let port = if sel.ports.start() == sel.ports.end() {
                 sel.ports.start().to_string()
@@ -119,12 +161,36 @@ pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result
             .remove(&key)
             .map_err(|e| Error::ebpf(format!("removing {host}"), e))?;
         let _ = maps.mapping_stats.remove(&key);
+        bump_port(maps, &key, -1)?;
     }
-    rebuild_ports(maps)?;
     if kill {
         kill_flows(maps, &doomed)?;
     }
     Ok(doomed)
+}
+
+/// The published host ports a selector names. Direct lookups when that is
+/// enough (an address given, or only the wildcard on the port); a scan of
+/// the table (done once) when specific-address mappings must be found.
+fn matching(
+    maps: &Maps,
+    sel: &PortSelector,
+    table: &mut Option<BTreeMap<HostPort, portfwd_common::Backend>>,
+) -> Vec<HostPort> {
+    let mut out = Vec::new();
+    for port in sel.ports.clone() {
+        let host = HostPort { proto: sel.proto, addr: sel.addr, port };
+        let present = maps.mappings.get(&host.key(), 0).is_ok();
+        if sel.addr.is_some() || port_count(maps, &host.key()) == u32::from(present) {
+            if present {
+                out.push(host);
+            }
+            continue;
+        }
+        let all = table.get_or_insert_with(|| entries(maps));
+        out.extend(all.keys().filter(|h| sel.matches(h) && h.port == port).copied());
+    }
+    out
 }
 
 /// Ends the flows of the given host ports: TCP entries are marked so the
@@ -172,7 +238,8 @@ pub fn reply_key(key: &CtKey, entry: &CtEntry) -> CtKey {
     }
 }
 
-/// Makes `pf_ports` the count of mappings per (port, protocol).
+/// Makes `pf_ports` the count of mappings per (port, protocol), repairing
+/// what a command killed between its two writes may have left. Run by attach.
 pub fn rebuild_ports(maps: &mut Maps) -> Result<()> {
     let mut wanted: BTreeMap<(u16, u8), u32> = BTreeMap::new();
     for (key, _) in maps.mapping_entries() {

@@ -359,3 +359,50 @@ pub fn tcx_ingress_programs(ns: &str, iface: &'static str) -> Vec<u32> {
         }
     })
 }
+
+/// An HTTP server like `http_server` that keeps answering until `stop` is
+/// set (or nothing connects for 20 s). Returns how many requests it answered.
+pub fn http_server_until(
+    ns: &str,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> JoinHandle<usize> {
+    let l = tcp_listener(ns, port);
+    std::thread::spawn(move || {
+        let mut served = 0;
+        let mut idle_since = Instant::now();
+        while !stop.load(Ordering::Relaxed) && idle_since.elapsed() < Duration::from_secs(20) {
+            let Some((mut s, peer)) = accept_within(&l, Duration::from_millis(100)) else { continue };
+            idle_since = Instant::now();
+            read_http_head(&mut s);
+            let body = format!("{name} saw {}", peer.ip());
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes());
+            served += 1;
+        }
+        served
+    })
+}
+
+/// `portfwd list --json` for the topology's host namespace, parsed.
+pub fn list_json(topo: &Topology) -> Vec<serde_json::Value> {
+    let out = topo.portfwd(&["list", "--json"]);
+    assert!(out.status.success(), "list --json: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        .unwrap_or_else(|e| panic!("list --json is not a JSON array ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Asserts a portfwd invocation succeeded; returns its stdout.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

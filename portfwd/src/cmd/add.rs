@@ -22,10 +22,18 @@ pub fn run(args: &Args) -> Result<String> {
     if !args.force {
         super::check_not_held(&args.mappings)?;
     }
+    // Resolve every bridge before changing anything.
+    let bridges = at.state.bridges();
+    let networks = crate::ifaces::ipv4_networks()?;
+    let mut by_bridge: std::collections::BTreeMap<u32, Vec<crate::spec::Mapping>> = Default::default();
+    for m in &args.mappings {
+        by_bridge.entry(super::bridge_for(&bridges, &networks, m)?).or_default().push(*m);
+    }
+    for (bridge, mappings) in &by_bridge {
+        table::add(&mut at.maps, mappings, *bridge, args.replace)?;
+    }
     let mut out = String::new();
     for m in &args.mappings {
-        let bridge = super::bridge_for(&at.state, m)?;
-        table::add(&mut at.maps, std::slice::from_ref(m), bridge, args.replace)?;
         let _ = writeln!(out, "added {m}");
     }
     Ok(out)

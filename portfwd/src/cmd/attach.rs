@@ -104,6 +104,7 @@ fn attach_in(
     let mut ebpf = datapath::load(Some(state))?;
     let mut maps = datapath::Maps::open(state)?;
     maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
+    table::rebuild_ports(&mut maps)?;
     table::add(&mut maps, &args.mappings, bridge_index, true)?;
 
     let prog = datapath::classifier(&mut ebpf, PROG_BRIDGE_INGRESS)?;

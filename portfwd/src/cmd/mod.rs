@@ -34,28 +34,24 @@ pub(crate) fn open_attached() -> Result<Attached> {
 
 /// Refuses mappings whose host port a host process already holds.
 pub(crate) fn check_not_held(mappings: &[Mapping]) -> Result<()> {
-    for m in mappings {
-        if let Some(owner) = crate::procnet::holder(&m.host) {
-            return Err(Error::PortInUse {
-                port: m.host.to_string(),
-                owner,
-            });
-        }
+    match crate::procnet::first_held(mappings.iter().map(|m| &m.host)) {
+        Some((host, owner)) => Err(Error::PortInUse {
+            port: host.to_string(),
+            owner,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The attached bridge a container address belongs to: the one whose subnet
 /// holds it, or the only one attached.
-pub(crate) fn bridge_for(state: &StateDir, m: &Mapping) -> Result<u32> {
-    let bridges = state.bridges();
-    let networks = ifaces::ipv4_networks()?;
+pub(crate) fn bridge_for(bridges: &[u32], networks: &[ifaces::Network], m: &Mapping) -> Result<u32> {
     let by_subnet: Vec<u32> = bridges
         .iter()
         .copied()
         .filter(|b| networks.iter().any(|n| n.ifindex == *b && n.contains(m.container_ip)))
         .collect();
-    match (by_subnet.as_slice(), bridges.as_slice()) {
+    match (by_subnet.as_slice(), bridges) {
         ([one], _) | ([], [one]) => Ok(*one),
         _ => Err(Error::NoBridgeFor(m.container_ip.to_string())),
     }
