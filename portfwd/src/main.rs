@@ -76,6 +76,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the host-address map current (rtnetlink); exits once detached.
+    Watch {
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -150,5 +156,6 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Del { kill, .. } => cmd::del::run(&selectors, kill)?,
         Command::List { json } => cmd::list::run(json)?,
         Command::Flows { json } => cmd::flows::run(json)?,
+        Command::Watch { timeout } => cmd::watch::run(timeout.map(std::time::Duration::from_secs))?,
     })
 }

@@ -5,6 +5,7 @@ pub mod del;
 pub mod detach;
 pub mod flows;
 pub mod list;
+pub mod watch;
 
 use crate::{
     datapath::Maps,
@@ -28,7 +29,9 @@ pub(crate) fn open_attached() -> Result<Attached> {
         return Err(Error::NothingAttached);
     }
     let lock = table::lock(&state)?;
-    let maps = Maps::open(&state)?;
+    let mut maps = Maps::open(&state)?;
+    // Every change also refreshes the host addresses (see `watch`).
+    maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
     Ok(Attached { state, maps, _lock: lock })
 }
 

@@ -1,0 +1,93 @@
+//! `portfwd watch`: keeps the map of host addresses current as addresses
+//! come and go, by following rtnetlink's IPv4 address notifications.
+//!
+//! Every portfwd command already re-reads the addresses; `watch` is for hosts
+//! whose addresses change between commands (DHCP, hotplug). It holds no
+//! connection state: killing it loses nothing. It exits by itself once the
+//! namespace is detached.
+use std::{os::fd::AsRawFd as _, time::Duration};
+
+use crate::{
+    datapath::Maps,
+    error::{Error, Result},
+    ifaces,
+    state::StateDir,
+};
+
+/// RTMGRP_IPV4_IFADDR: multicast group of IPv4 address changes.
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+
+fn subscribe() -> Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket(2); ownership moves to OwnedFd right after.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(Error::io("netlink socket", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is plain data; zero is valid.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    addr.nl_groups = RTMGRP_IPV4_IFADDR;
+    // SAFETY: bind with a properly sized sockaddr_nl.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io("binding the netlink socket", std::io::Error::last_os_error()));
+    }
+    let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    // SAFETY: SO_RCVTIMEO takes a timeval of the given size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    Ok(sock)
+}
+
+/// Runs until the namespace is detached (or `max` elapses, for tests).
+pub fn run(max: Option<Duration>) -> Result<String> {
+    let state = StateDir::current()?;
+    if !state.exists() {
+        return Err(Error::NothingAttached);
+    }
+    // Subscribe before the first sync, so no change falls in between.
+    let sock = subscribe()?;
+    let sync = || -> Result<usize> {
+        let mut maps = Maps::open(&state)?;
+        let addrs = ifaces::local_ipv4_addresses()?;
+        maps.sync_local_addrs(&addrs)?;
+        Ok(addrs.len())
+    };
+    let n = sync()?;
+    eprintln!("portfwd watch: tracking {n} host addresses");
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut syncs = 1u64;
+    loop {
+        if !state.exists() {
+            return Ok(format!("namespace detached; {syncs} address syncs\n"));
+        }
+        if max.is_some_and(|m| start.elapsed() >= m) {
+            return Ok(format!("stopped after {:?}; {syncs} address syncs\n", start.elapsed()));
+        }
+        // SAFETY: recv into a buffer of the given length.
+        let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if got > 0 || (got < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS)) {
+            // Any notification (or lost ones): re-read the whole set.
+            if state.exists() {
+                sync()?;
+                syncs += 1;
+            }
+        }
+    }
+}
