@@ -1,1 +1,122 @@
-fn main(){}
+//! portfwd's development tasks: `cargo xtask setup|build|test|demo`.
+mod cmd;
+mod demo;
+mod netns;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::{ExitCode, ExitStatus};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{cargo, run, workspace_root};
+use crate::setup::BuildEnv;
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "portfwd development tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and the tests need (eBPF toolchain, bpf-linker, Debian packages).
+    Setup,
+    /// Setup, then build portfwd (with its eBPF object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, then run the test suite (needs root). Arguments go to `cargo test`.
+    Test {
+        /// Extra `cargo test` arguments, e.g. `-- --test netns -- --nocapture`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup and build, then publish a port from a throwaway "container"
+    /// namespace and fetch a page through it (needs root).
+    Demo {
+        #[arg(long)]
+        release: bool,
+    },
+}
+
+/// `cargo test --workspace` would also build portfwd-ebpf's binary as a host
+/// test, which cannot link (`#![no_main]`); that crate only builds for the
+/// BPF target, through portfwd's build script.
+const NOT_FOR_HOST_TESTS: &str = "portfwd-ebpf";
+
+fn main() -> ExitCode {
+    match run_task(Cli::parse().task) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task(task: Task) -> Result<ExitCode> {
+    match task {
+        Task::Setup => {
+            setup::setup()?;
+        }
+        Task::Build { release } => {
+            let env = setup::setup()?;
+            build(&env, release)?;
+        }
+        Task::Test { args } => {
+            let env = setup::setup()?;
+            let mut test = cargo();
+            test.args(["test", "--workspace", "--exclude", NOT_FOR_HOST_TESTS]);
+            test.args(&args);
+            env.apply(&mut test);
+            eprintln!("xtask: {}", cmd::show(&test));
+            return Ok(exit_code(cmd::status(&mut test)?));
+        }
+        Task::Demo { release } => {
+            let env = setup::setup()?;
+            let binary = build(&env, release)?;
+            demo::demo(&binary)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo build -p portfwd`; returns the path of the binary.
+fn build(env: &BuildEnv, release: bool) -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "-p", "portfwd"]);
+    if release {
+        build.arg("--release");
+    }
+    env.apply(&mut build);
+    eprintln!("xtask: {}", cmd::show(&build));
+    run(&mut build)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(target_dir().join(profile).join("portfwd"))
+}
+
+fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+/// cargo's exit status as ours (128 + signal when it was killed).
+fn exit_code(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt as _;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
