@@ -148,6 +148,33 @@ pub struct CtEntry {
     pub map_addr_be: u32,
 }
 
+impl CtEntry {
+    /// The key of the other direction of the flow this entry (stored at
+    /// `key`) belongs to: forward client -> host:port pairs with reply
+    /// container -> client, and the reverse.
+    pub fn sibling_key(&self, key: &CtKey) -> CtKey {
+        if self.dir == CT_DIR_FORWARD {
+            CtKey {
+                saddr_be: self.nat_addr_be,
+                daddr_be: key.saddr_be,
+                sport_be: self.nat_port_be,
+                dport_be: key.sport_be,
+                proto: key.proto,
+                pad: [0; 3],
+            }
+        } else {
+            CtKey {
+                saddr_be: key.daddr_be,
+                daddr_be: self.nat_addr_be,
+                sport_be: key.dport_be,
+                dport_be: self.nat_port_be,
+                proto: key.proto,
+                pad: [0; 3],
+            }
+        }
+    }
+}
+
 /// Value of `pf_mstats` (per-CPU hash keyed by `MapKey`): what went through
 /// one mapping. "fwd" is client -> container, "rev" container -> client.
 #[repr(C)]

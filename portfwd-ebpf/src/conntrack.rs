@@ -51,33 +51,6 @@ pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
     Some(entry)
 }
 
-/// The key of the other direction of the flow that `entry` (stored at `key`)
-/// belongs to.
-#[inline(always)]
-fn sibling_key(key: &CtKey, entry: &CtEntry) -> CtKey {
-    if entry.dir == CT_DIR_FORWARD {
-        // client -> host:port  <=>  container -> client
-        CtKey {
-            saddr_be: entry.nat_addr_be,
-            daddr_be: key.saddr_be,
-            sport_be: entry.nat_port_be,
-            dport_be: key.sport_be,
-            proto: key.proto,
-            pad: [0; 3],
-        }
-    } else {
-        // container -> client  <=>  client -> host:port
-        CtKey {
-            saddr_be: key.daddr_be,
-            daddr_be: entry.nat_addr_be,
-            sport_be: key.dport_be,
-            dport_be: entry.nat_port_be,
-            proto: key.proto,
-            pad: [0; 3],
-        }
-    }
-}
-
 /// Creates (or overwrites) both entries of a flow whose forward packet is
 /// `flow`, arriving on `client_ifindex` and going to `backend` through the
 /// mapping whose key has host address `map_addr_be`.
@@ -158,7 +131,7 @@ pub fn account(key: &CtKey, entry: *mut CtEntry, flow: &Flow, now: u64) {
         return;
     }
     if seen & (CT_F_RST | CT_F_FIN) != 0 {
-        let skey = sibling_key(key, e);
+        let skey = e.sibling_key(key);
         let sibling = CONNTRACK.get_ptr_mut(&skey);
         // SAFETY: pointer from a successful lookup, as above.
         let sibling_fin = sibling.is_some_and(|s| unsafe { (*s).flags } & CT_F_FIN != 0);

@@ -39,9 +39,17 @@ pub fn if_killed(ctx: &TcContext, flow: &Flow, entry: &mut CtEntry, now: u64) ->
     }
 }
 
-/// Replaces the TCP flags with a bare RST, fixing the checksum.
+/// Turns the packet into a RST for its receiver.
 #[inline(always)]
 fn make_rst(ctx: &TcContext, flow: &Flow) -> Result<(), u32> {
+    set_rst_only(ctx, flow)?;
+    stats::count(stat::KILL_RST_FORWARDED);
+    Ok(())
+}
+
+/// Makes the TCP flags a bare RST, fixing the checksum.
+#[inline(always)]
+fn set_rst_only(ctx: &TcContext, flow: &Flow) -> Result<(), u32> {
     let off = flow.l4_off + TCP_DOFF_FLAGS_OFF;
     let old: u16 = ctx.load(off).map_err(|_| stat::DROP_STORE)?;
     // Byte 12 (data offset) stays; byte 13 (flags) becomes RST. On the
@@ -49,9 +57,7 @@ fn make_rst(ctx: &TcContext, flow: &Flow) -> Result<(), u32> {
     let new = (old & 0x00ff) | ((TCP_RST as u16) << 8);
     ctx.l4_csum_replace(flow.l4_csum_off(), old as u64, new as u64, 2)
         .map_err(|_| stat::DROP_CSUM_L4)?;
-    ctx.store(off, &new, 0).map_err(|_| stat::DROP_STORE)?;
-    stats::count(stat::KILL_RST_FORWARDED);
-    Ok(())
+    ctx.store(off, &new, 0).map_err(|_| stat::DROP_STORE)
 }
 
 /// Turns the packet into a RST back to its sender and sends it out of the
@@ -84,11 +90,5 @@ fn try_reflect(ctx: &TcContext, flow: &Flow) -> Result<(), u32> {
     ctx.l4_csum_replace(flow.l4_csum_off(), seq as u64, ack as u64, 4)
         .map_err(|_| stat::DROP_CSUM_L4)?;
     ctx.store(flow.l4_off + TCP_SEQ_OFF, &ack, 0).map_err(|_| stat::DROP_STORE)?;
-    let off = flow.l4_off + TCP_DOFF_FLAGS_OFF;
-    let old: u16 = ctx.load(off).map_err(|_| stat::DROP_STORE)?;
-    let new = (old & 0x00ff) | ((TCP_RST as u16) << 8);
-    ctx.l4_csum_replace(flow.l4_csum_off(), old as u64, new as u64, 2)
-        .map_err(|_| stat::DROP_CSUM_L4)?;
-    ctx.store(off, &new, 0).map_err(|_| stat::DROP_STORE)?;
-    Ok(())
+    set_rst_only(ctx, flow)
 }

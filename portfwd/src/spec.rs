@@ -115,16 +115,8 @@ impl FromStr for Spec {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |why: &str| Error::BadSpec {
-            spec: text.to_string(),
-            why: why.to_string(),
-        };
-        let (body, proto) = match text.rsplit_once('/') {
-            Some((body, "tcp")) => (body, Proto::Tcp),
-            Some((body, "udp")) => (body, Proto::Udp),
-            Some((_, other)) => return Err(bad(&format!("unknown protocol '{other}' (tcp or udp)"))),
-            None => (text, Proto::Tcp),
-        };
+        let bad = |why: &str| bad_spec(text, why);
+        let (body, proto) = split_proto(text)?;
         let (host, container) = body
             .split_once('=')
             .ok_or_else(|| bad("expected [HOST_IP:]HOST_PORT=CONTAINER_IP:CONTAINER_PORT"))?;
@@ -190,16 +182,8 @@ impl FromStr for PortSelector {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |why: &str| Error::BadSpec {
-            spec: text.to_string(),
-            why: why.to_string(),
-        };
-        let (body, proto) = match text.rsplit_once('/') {
-            Some((body, "tcp")) => (body, Proto::Tcp),
-            Some((body, "udp")) => (body, Proto::Udp),
-            Some((_, other)) => return Err(bad(&format!("unknown protocol '{other}' (tcp or udp)"))),
-            None => (text, Proto::Tcp),
-        };
+        let bad = |why: &str| bad_spec(text, why);
+        let (body, proto) = split_proto(text)?;
         let (addr, ports) = match body.rsplit_once(':') {
             Some((ip, ports)) => {
                 let ip: Ipv4Addr = ip
@@ -215,6 +199,23 @@ impl FromStr for PortSelector {
             addr: addr.filter(|a| !a.is_unspecified()),
             ports: start..=end,
         })
+    }
+}
+
+fn bad_spec(text: &str, why: &str) -> Error {
+    Error::BadSpec {
+        spec: text.to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// Splits an optional `/tcp` or `/udp` suffix off (tcp when absent).
+fn split_proto(text: &str) -> Result<(&str, Proto)> {
+    match text.rsplit_once('/') {
+        Some((body, "tcp")) => Ok((body, Proto::Tcp)),
+        Some((body, "udp")) => Ok((body, Proto::Udp)),
+        Some((_, other)) => Err(bad_spec(text, &format!("unknown protocol '{other}' (tcp or udp)"))),
+        None => Ok((text, Proto::Tcp)),
     }
 }
 

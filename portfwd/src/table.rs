@@ -228,14 +228,7 @@ pub fn kill_flows(maps: &mut Maps, hosts: &[HostPort]) -> Result<usize> {
 
 /// The reply-direction key of the flow whose forward entry is (`key`, `entry`).
 pub fn reply_key(key: &CtKey, entry: &CtEntry) -> CtKey {
-    CtKey {
-        saddr_be: entry.nat_addr_be,
-        daddr_be: key.saddr_be,
-        sport_be: entry.nat_port_be,
-        dport_be: key.sport_be,
-        proto: key.proto,
-        pad: [0; 3],
-    }
+    entry.sibling_key(key)
 }
 
 /// Makes `pf_ports` the count of mappings per (port, protocol), repairing

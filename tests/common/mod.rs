@@ -207,14 +207,7 @@ impl Topology {
             args.extend(["--map", m]);
         }
         args.extend_from_slice(extra);
-        let out = self.portfwd(&args);
-        assert!(
-            out.status.success(),
-            "portfwd {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ok(self.portfwd(&args), &format!("portfwd {args:?}"))
     }
 
     /// The host namespace's portfwd state directory.
