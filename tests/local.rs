@@ -1,0 +1,623 @@
+//! Host-local and hairpin access through portfwd's cgroup socket hooks
+//! (connect4, sendmsg4, recvmsg4, getpeername4) and the bind4 port
+//! reservation, over real sockets.
+//!
+//! The hooks only see processes in the topology's cgroup, and the test's own
+//! threads stay outside it (they play remote clients). So every client that
+//! must be seen by the hooks is a child process (python3) that moves itself
+//! into `topo.cgroup` and then into the wanted network namespace before it
+//! creates any socket. It runs a list of socket operations given as JSON and
+//! prints one JSON result per operation.
+mod common;
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::{Command, Stdio},
+    sync::{atomic::AtomicBool, Arc, OnceLock},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::{json, Value};
+
+macro_rules! require_privileges {
+    () => {
+        if !privileged_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// How long one client child may run before it is killed.
+const CHILD_DEADLINE: Duration = Duration::from_secs(40);
+
+/// The client run in the hooked children. argv[1]: a JSON list of operations,
+/// each with the outcome it expects ("ok" or an exception class name). Prints
+/// a JSON list of results (the operation included) and exits 1 if any outcome
+/// differs from the expected one; any other exit code means the script broke.
+const CLIENT_PY: &str = r#"
+import json, socket, sys
+
+TIMEOUT = 5.0
+
+def http(op):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    try:
+        s.connect((op["addr"], op["port"]))
+        peer = s.getpeername()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.decode("latin-1").partition("\r\n\r\n")
+        return {"peer": [peer[0], peer[1]], "status": head.split("\r\n")[0], "body": body}
+    finally:
+        s.close()
+
+def udp(op):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(TIMEOUT)
+    try:
+        dst = (op["addr"], op["port"])
+        payload = op["payload"].encode()
+        out = {}
+        if op["connected"]:
+            s.connect(dst)
+            peer = s.getpeername()
+            out["peer"] = [peer[0], peer[1]]
+            s.send(payload)
+        else:
+            s.sendto(payload, dst)
+        data, src = s.recvfrom(65535)
+        out["src"] = [src[0], src[1]]
+        out["data"] = data.decode("latin-1")
+        return out
+    finally:
+        s.close()
+
+def bind(op):
+    kind = socket.SOCK_STREAM if op["proto"] == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind((op["addr"], op["port"]))
+        if kind == socket.SOCK_STREAM:
+            s.listen(1)
+        name = s.getsockname()
+        return {"bound": [name[0], name[1]]}
+    finally:
+        s.close()
+
+results = []
+all_expected = True
+for op in json.loads(sys.argv[1]):
+    try:
+        r = {"op": op, "outcome": "ok"}
+        r.update({"http": http, "udp": udp, "bind": bind}[op["op"]](op))
+    except OSError as e:  # timeouts and refusals included
+        r = {"op": op, "outcome": type(e).__name__, "errno": e.errno, "msg": str(e)}
+    r["as_expected"] = r["outcome"] == op["expect"]
+    all_expected = all_expected and r["as_expected"]
+    results.append(r)
+print(json.dumps(results))
+sys.exit(0 if all_expected else 1)
+"#;
+
+/// The real interpreter behind `python3` (which may be a pyenv shim script).
+fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .unwrap_or_else(|e| panic!("these tests need python3 for their hooked clients: {e}"));
+        assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if path.is_empty() {
+            "python3".to_string()
+        } else {
+            path
+        }
+    })
+}
+
+/// Runs the client script with `ops` as a child process that first joins
+/// `topo.cgroup`, then network namespace `ns`, so that its sockets are seen
+/// by portfwd's socket hooks. Waits for it (killing it after CHILD_DEADLINE)
+/// and returns one result per operation. Panics, with everything it printed,
+/// if an operation's outcome is not the one it expects.
+fn hooked(topo: &Topology, ns: &str, ops: &[Value]) -> Vec<Value> {
+    let procs_path = topo.cgroup.join("cgroup.procs");
+    let procs = File::options()
+        .write(true)
+        .open(&procs_path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", procs_path.display()));
+    let ns_path = format!("/var/run/netns/{ns}");
+    let netns = File::open(&ns_path).unwrap_or_else(|e| panic!("open {ns_path}: {e}"));
+    let (procs_fd, netns_fd) = (procs.as_raw_fd(), netns.as_raw_fd());
+
+    let ops_json = Value::Array(ops.to_vec()).to_string();
+    let mut cmd = Command::new(python());
+    cmd.arg("-c")
+        .arg(CLIENT_PY)
+        .arg(&ops_json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and only makes two
+    // async-signal-safe syscalls on descriptors opened before the fork (both
+    // close-on-exec); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The cgroup first ("0": this process), so that every socket the
+            // program creates belongs to it.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the hooked client in {ns}: {e}"));
+    drop(procs);
+    drop(netns);
+
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + CHILD_DEADLINE;
+    let status = loop {
+        match child.try_wait().expect("wait for the hooked client") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let out = out_reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    let Some(status) = status else {
+        panic!("hooked client in {ns} still running after {CHILD_DEADLINE:?}, killed; ops {ops_json}\nstdout: {out}\nstderr: {err}");
+    };
+    let results: Vec<Value> = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+        panic!("hooked client in {ns} ({status}) printed no result list ({e}); ops {ops_json}\nstdout: {out}\nstderr: {err}")
+    });
+    let unexpected: Vec<&Value> = results.iter().filter(|r| r["as_expected"] != json!(true)).collect();
+    assert!(
+        unexpected.is_empty() && status.success(),
+        "hooked client in {ns} ({status}): {} operation(s) did not go as expected:\n{}\nall results: {out}\nstderr: {err}",
+        unexpected.len(),
+        unexpected.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n"),
+    );
+    assert_eq!(results.len(), ops.len(), "one result per operation: {out}");
+    results
+}
+
+/// An HTTP GET of http://addr:port/ that must succeed.
+fn get(addr: &str, port: u16) -> Value {
+    json!({"op": "http", "addr": addr, "port": port, "expect": "ok"})
+}
+
+/// A TCP connect to addr:port that must be refused.
+fn refused(addr: &str, port: u16) -> Value {
+    json!({"op": "http", "addr": addr, "port": port, "expect": "ConnectionRefusedError"})
+}
+
+/// A UDP datagram to addr:port (through a connected socket or sendto) and
+/// the reply, which must come.
+fn udp_ask(addr: &str, port: u16, connected: bool, payload: &str) -> Value {
+    json!({"op": "udp", "addr": addr, "port": port, "connected": connected, "payload": payload, "expect": "ok"})
+}
+
+/// bind(2) (plus listen for TCP) on addr:port; `expect` is "ok" or
+/// "PermissionError".
+fn bind_op(addr: &str, port: u16, proto: &str, expect: &str) -> Value {
+    json!({"op": "bind", "addr": addr, "port": port, "proto": proto, "expect": expect})
+}
+
+/// Checks an HTTP result: the page's body, and getpeername(2) as the client
+/// saw it.
+fn assert_page(r: &Value, body: &str, peer: (&str, u16)) {
+    let what = format!("GET {}:{}", r["op"]["addr"], r["op"]["port"]);
+    assert_eq!(r["status"], json!("HTTP/1.1 200 OK"), "{what}: unexpected response: {r}");
+    assert_eq!(r["body"], json!(body), "{what}: reached the wrong server: {r}");
+    assert_eq!(
+        r["peer"],
+        json!([peer.0, peer.1]),
+        "{what}: getpeername() must return the address the client connected to, not the container's: {r}"
+    );
+}
+
+fn assert_refused(r: &Value) {
+    assert_eq!(r["outcome"], json!("ConnectionRefusedError"), "connect must be refused: {r}");
+    assert_eq!(r["errno"], json!(libc::ECONNREFUSED), "{r}");
+}
+
+fn assert_bind_denied(r: &Value) {
+    assert_eq!(r["outcome"], json!("PermissionError"), "bind must be refused: {r}");
+    assert_eq!(r["errno"], json!(libc::EPERM), "bind must fail with EPERM: {r}");
+}
+
+fn assert_bound(r: &Value) {
+    assert_eq!(r["outcome"], json!("ok"), "bind must succeed: {r}");
+    assert_eq!(r["bound"][1], r["op"]["port"], "bound to another port: {r}");
+}
+
+/// A UDP server in namespace `ns` answering each datagram with "echo:" and
+/// the payload, for up to `max` datagrams (or until nothing came for 15 s).
+/// Returns the peers it answered.
+fn udp_echo(ns: &str, port: u16, max: usize) -> JoinHandle<Vec<SocketAddr>> {
+    let sock = in_netns(ns, move || UdpSocket::bind(("0.0.0.0", port)).expect("bind the UDP echo server"));
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        let mut buf = [0u8; 2048];
+        let mut idle_since = Instant::now();
+        while peers.len() < max && idle_since.elapsed() < Duration::from_secs(15) {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+            idle_since = Instant::now();
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            sock.send_to(&reply, peer).expect("echo");
+            peers.push(peer);
+        }
+        peers
+    })
+}
+
+// BPF_PROG_QUERY on a cgroup: how many programs of an attach type it holds
+// itself (not inherited). aya 0.14 has no public query for cgroup sock_addr
+// programs, so this is the raw bpf(2) call; constants from linux/bpf.h.
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_CGROUP_INET4_BIND: u32 = 8;
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
+const BPF_CGROUP_UDP4_RECVMSG: u32 = 19;
+const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
+
+/// `union bpf_attr`, the `query` member, padded to the union's full size (the
+/// kernel also writes fields after prog_cnt, e.g. the revision).
+#[repr(C)]
+struct ProgQueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    rest: [u32; 29],
+}
+const _: () = assert!(std::mem::size_of::<ProgQueryAttr>() == 144);
+
+fn cgroup_prog_count(cgroup: &std::path::Path, attach_type: u32) -> u32 {
+    let dir = File::open(cgroup).unwrap_or_else(|e| panic!("open {}: {e}", cgroup.display()));
+    let mut attr = ProgQueryAttr {
+        target_fd: dir.as_raw_fd() as u32,
+        attach_type,
+        query_flags: 0,
+        attach_flags: 0,
+        prog_ids: 0,
+        prog_cnt: 0,
+        rest: [0; 29],
+    };
+    // SAFETY: bpf(BPF_PROG_QUERY) with a zeroed attr of the union's full size;
+    // with no prog_ids buffer the kernel only writes counts into attr.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut attr as *mut ProgQueryAttr,
+            std::mem::size_of::<ProgQueryAttr>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "BPF_PROG_QUERY on {}: {}", cgroup.display(), std::io::Error::last_os_error());
+    attr.prog_cnt
+}
+
+/// Programs attached to `cgroup` per hook, in a fixed order.
+fn cgroup_hooks(cgroup: &std::path::Path) -> Vec<(&'static str, u32)> {
+    [
+        ("bind4", BPF_CGROUP_INET4_BIND),
+        ("connect4", BPF_CGROUP_INET4_CONNECT),
+        ("sendmsg4", BPF_CGROUP_UDP4_SENDMSG),
+        ("recvmsg4", BPF_CGROUP_UDP4_RECVMSG),
+        ("getpeername4", BPF_CGROUP_INET4_GETPEERNAME),
+    ]
+    .into_iter()
+    .map(|(name, t)| (name, cgroup_prog_count(cgroup, t)))
+    .collect()
+}
+
+fn hooks(bind4: u32, local: u32) -> Vec<(&'static str, u32)> {
+    vec![
+        ("bind4", bind4),
+        ("connect4", local),
+        ("sendmsg4", local),
+        ("recvmsg4", local),
+        ("getpeername4", local),
+    ]
+}
+
+#[test]
+fn host_process_reaches_container_via_loopback_and_host_addresses() {
+    require_privileges!();
+    let topo = Topology::new("lo-tcp", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 4);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    assert_eq!(
+        cgroup_hooks(&topo.cgroup),
+        hooks(1, 1),
+        "attach must put one program on each socket hook of {}",
+        topo.cgroup.display()
+    );
+
+    // A host process outside the cgroup is not served: nothing listens on
+    // the host's 127.0.0.1:8080.
+    let outside = in_netns(&topo.host.name, || {
+        TcpStream::connect_timeout(&"127.0.0.1:8080".parse().unwrap(), Duration::from_secs(5))
+    });
+    assert_eq!(
+        outside.expect_err("a process outside the cgroup must not be redirected").kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+
+    let bridge = BRIDGE_IP.to_string();
+    let ext = HOST_EXT_IP.to_string();
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[get("127.0.0.1", 8080), get("127.0.0.2", 8080), get(&ext, 8080), get(&bridge, 8080)],
+    );
+    // The rewritten socket is routed to the container over the bridge: it
+    // leaves from the bridge address.
+    let page = format!("web saw {BRIDGE_IP}");
+    assert_page(&r[0], &page, ("127.0.0.1", 8080));
+    assert_page(&r[1], &page, ("127.0.0.2", 8080));
+    assert_page(&r[2], &page, (&ext, 8080));
+    assert_page(&r[3], &page, (&bridge, 8080));
+    let peers = server.join().unwrap();
+    assert_eq!(peers.len(), 4, "the container must have served every GET: {peers:?}");
+    assert!(peers.iter().all(|p| p.ip() == BRIDGE_IP), "container peers: {peers:?}");
+}
+
+#[test]
+fn host_udp_via_loopback_replies_come_from_the_address_used() {
+    require_privileges!();
+    let topo = Topology::new("lo-udp", 1);
+    let echo = udp_echo(&topo.containers[0].name, 53, 3);
+    topo.attach(&["5353=172.30.0.10:53/udp"]);
+
+    let ext = HOST_EXT_IP.to_string();
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[
+            udp_ask("127.0.0.1", 5353, false, "sendto-lo"),
+            udp_ask("127.0.0.1", 5353, true, "connected-lo"),
+            udp_ask(&ext, 5353, false, "sendto-ext"),
+        ],
+    );
+    assert_eq!(r[0]["data"], json!("echo:sendto-lo"), "unconnected sendto via 127.0.0.1: {}", r[0]);
+    assert_eq!(
+        r[0]["src"],
+        json!(["127.0.0.1", 5353]),
+        "recvfrom() must show the reply coming from the address sent to: {}",
+        r[0]
+    );
+    assert_eq!(r[1]["data"], json!("echo:connected-lo"), "connected socket via 127.0.0.1: {}", r[1]);
+    assert_eq!(r[1]["peer"], json!(["127.0.0.1", 5353]), "getpeername() of the connected UDP socket: {}", r[1]);
+    assert_eq!(
+        r[1]["src"],
+        json!(["127.0.0.1", 5353]),
+        "recvfrom() on the connected socket must show the address connected to: {}",
+        r[1]
+    );
+    assert_eq!(r[2]["data"], json!("echo:sendto-ext"), "sendto via the external address: {}", r[2]);
+    assert_eq!(r[2]["src"], json!([ext, 5353]), "reply source for the external address: {}", r[2]);
+    let peers = echo.join().unwrap();
+    assert_eq!(peers.len(), 3, "the container must have answered every datagram: {peers:?}");
+    assert!(peers.iter().all(|p| p.ip() == BRIDGE_IP), "container peers: {peers:?}");
+}
+
+#[test]
+fn hairpin_from_another_container_and_from_the_container_itself() {
+    require_privileges!();
+    let topo = Topology::new("hairpin", 2);
+    let server = http_server(&topo.containers[0].name, 80, "web", 3);
+    topo.attach(&["8080=172.30.0.10:80"]);
+
+    let ext = HOST_EXT_IP.to_string();
+    let bridge = BRIDGE_IP.to_string();
+    let r = hooked(&topo, &topo.containers[1].name, &[get(&ext, 8080), get(&bridge, 8080)]);
+    let from_b = format!("web saw {}", container_ip(1));
+    assert_page(&r[0], &from_b, (&ext, 8080));
+    assert_page(&r[1], &from_b, (&bridge, 8080));
+
+    let r = hooked(&topo, &topo.containers[0].name, &[get(&ext, 8080)]);
+    assert_page(&r[0], &format!("web saw {}", container_ip(0)), (&ext, 8080));
+
+    let peers = server.join().unwrap();
+    let ips: Vec<_> = peers.iter().map(|p| p.ip()).collect();
+    assert_eq!(
+        ips,
+        [container_ip(1), container_ip(1), container_ip(0)].map(std::net::IpAddr::V4),
+        "hairpin connections must keep the container's own address as source"
+    );
+}
+
+#[test]
+fn a_containers_own_localhost_is_never_rewritten() {
+    require_privileges!();
+    let topo = Topology::new("ctr-lo", 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let web = http_server_until(&topo.containers[0].name, 80, "web", stop.clone());
+    let local = in_netns(&topo.containers[1].name, || {
+        TcpListener::bind(("127.0.0.1", 8080)).expect("bind 127.0.0.1:8080 in container 1")
+    });
+    local.set_nonblocking(true).unwrap();
+    let local_server = std::thread::spawn(move || {
+        let Some((mut s, _)) = accept_within(&local, Duration::from_secs(15)) else { return false };
+        read_http_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlocal");
+        true
+    });
+    topo.attach(&["8080=172.30.0.10:80"]);
+
+    let ext = HOST_EXT_IP.to_string();
+    // The same hooked process: its own 127.0.0.1:8080 stays its own, while
+    // the host address on the same port is hairpinned (proof that the hooks
+    // do see this process).
+    let r = hooked(&topo, &topo.containers[1].name, &[get("127.0.0.1", 8080), get(&ext, 8080)]);
+    assert_page(&r[0], "local", ("127.0.0.1", 8080));
+    assert_page(&r[1], &format!("web saw {}", container_ip(1)), (&ext, 8080));
+
+    assert!(local_server.join().unwrap(), "the container's local server got no connection");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(web.join().unwrap(), 1, "container 0 must have served only the hairpin GET");
+}
+
+#[test]
+fn host_ip_mappings_are_reachable_only_through_their_address() {
+    require_privileges!();
+    let topo = Topology::new("hostip", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 2);
+    topo.attach(&["127.0.0.1:8081=172.30.0.10:80", "10.0.1.1:8082=172.30.0.10:80"]);
+
+    let ext = HOST_EXT_IP.to_string();
+    let bridge = BRIDGE_IP.to_string();
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[
+            get("127.0.0.1", 8081),
+            refused(&ext, 8081),
+            refused(&bridge, 8081),
+            get(&ext, 8082),
+            refused("127.0.0.1", 8082),
+            refused(&bridge, 8082),
+        ],
+    );
+    let page = format!("web saw {BRIDGE_IP}");
+    assert_page(&r[0], &page, ("127.0.0.1", 8081));
+    assert_refused(&r[1]);
+    assert_refused(&r[2]);
+    assert_page(&r[3], &page, (&ext, 8082));
+    assert_refused(&r[4]);
+    assert_refused(&r[5]);
+    assert_eq!(server.join().unwrap().len(), 2);
+}
+
+#[test]
+fn no_local_leaves_host_clients_alone_but_keeps_remote_access_and_bind4() {
+    require_privileges!();
+    let topo = Topology::new("nolocal", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 1);
+    let out = topo.attach_with(&["8080=172.30.0.10:80"], &["--no-local"]);
+    assert!(out.contains("--no-local"), "attach should say host-local access is off: {out}");
+    assert_eq!(
+        cgroup_hooks(&topo.cgroup),
+        hooks(1, 0),
+        "--no-local must attach bind4 only to {}",
+        topo.cgroup.display()
+    );
+
+    let ext = HOST_EXT_IP.to_string();
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[refused("127.0.0.1", 8080), refused(&ext, 8080), bind_op("0.0.0.0", 8080, "tcp", "PermissionError")],
+    );
+    assert_refused(&r[0]);
+    assert_refused(&r[1]);
+    assert_bind_denied(&r[2]);
+
+    let body = http_get(&topo.client.name, HOST_EXT_IP, 8080).expect("the remote client must still get through");
+    assert_eq!(body, format!("web saw {CLIENT_IP}"));
+    assert_eq!(server.join().unwrap().len(), 1);
+}
+
+#[test]
+fn published_ports_are_reserved_on_the_host_until_deleted() {
+    require_privileges!();
+    let topo = Topology::new("bind", 1);
+    topo.attach(&["8080=172.30.0.10:80"]);
+
+    let ext = HOST_EXT_IP.to_string();
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[
+            bind_op("0.0.0.0", 8080, "tcp", "PermissionError"),
+            bind_op("127.0.0.1", 8080, "tcp", "PermissionError"),
+            bind_op(&ext, 8080, "tcp", "PermissionError"),
+            bind_op("0.0.0.0", 8090, "tcp", "ok"),
+            // The mapping is TCP only.
+            bind_op("0.0.0.0", 8080, "udp", "ok"),
+        ],
+    );
+    assert_bind_denied(&r[0]);
+    assert_bind_denied(&r[1]);
+    assert_bind_denied(&r[2]);
+    assert_bound(&r[3]);
+    assert_bound(&r[4]);
+
+    // Containers are not affected.
+    let r = hooked(&topo, &topo.containers[0].name, &[bind_op("0.0.0.0", 8080, "tcp", "ok")]);
+    assert_bound(&r[0]);
+
+    ok(topo.portfwd(&["del", "8080"]), "del 8080");
+    let r = hooked(&topo, &topo.host.name, &[bind_op("0.0.0.0", 8080, "tcp", "ok")]);
+    assert_bound(&r[0]);
+}
+
+#[test]
+fn detach_removes_the_cgroup_programs() {
+    require_privileges!();
+    let topo = Topology::new("cgdetach", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 1);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let dir = topo.state_dir();
+    assert_eq!(cgroup_hooks(&topo.cgroup), hooks(1, 1), "after attach");
+    let r = hooked(&topo, &topo.host.name, &[get("127.0.0.1", 8080)]);
+    assert_page(&r[0], &format!("web saw {BRIDGE_IP}"), ("127.0.0.1", 8080));
+    assert_eq!(server.join().unwrap().len(), 1);
+
+    ok(topo.portfwd(&["detach", "docker0"]), "detach");
+    assert!(!dir.exists(), "state left behind in {}", dir.display());
+    assert_eq!(
+        cgroup_hooks(&topo.cgroup),
+        hooks(0, 0),
+        "detach must remove every program from {}",
+        topo.cgroup.display()
+    );
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[refused("127.0.0.1", 8080), bind_op("0.0.0.0", 8080, "tcp", "ok")],
+    );
+    assert_refused(&r[0]);
+    assert_bound(&r[1]);
+}
