@@ -244,11 +244,24 @@ fn port(text: &str) -> std::result::Result<u16, String> {
     }
 }
 
-/// Refuses two mappings for the same host port within `mappings`.
+/// Refuses two mappings for the same host port within `mappings` (same
+/// protocol and port, and the same address or either on every address).
+/// Linear in the number of mappings: a range can hold tens of thousands.
 pub fn check_unique(mappings: &[Mapping]) -> Result<()> {
-    for (i, a) in mappings.iter().enumerate() {
-        if mappings[..i].iter().any(|b| b.host.overlaps(&a.host)) {
-            return Err(Error::DuplicatePort(a.host.to_string()));
+    use std::collections::{HashMap, HashSet};
+    // Per (protocol, port): whether the wildcard is taken, and which addresses.
+    let mut seen: HashMap<(Proto, u16), (bool, HashSet<Ipv4Addr>)> = HashMap::new();
+    for m in mappings {
+        let (wildcard, addrs) = seen.entry((m.host.proto, m.host.port)).or_default();
+        let clash = match m.host.addr {
+            None => *wildcard || !addrs.is_empty(),
+            Some(a) => *wildcard || !addrs.insert(a),
+        };
+        if clash {
+            return Err(Error::DuplicatePort(m.host.to_string()));
+        }
+        if m.host.addr.is_none() {
+            *wildcard = true;
         }
     }
     Ok(())
