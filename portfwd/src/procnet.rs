@@ -1,6 +1,9 @@
 //! Who holds a port: the listening TCP and bound UDP sockets of the current
-//! network namespace (/proc/thread-self/net) and the processes that own them.
-use std::net::Ipv4Addr;
+//! network namespace, asked of the kernel through NETLINK_SOCK_DIAG with a
+//! state filter (so the cost follows the number of listeners, not of every
+//! connection and TIME_WAIT socket as /proc/net/tcp would), and the
+//! processes that own them.
+use std::{net::Ipv4Addr, os::fd::AsRawFd as _};
 
 use crate::spec::{HostPort, Proto};
 
@@ -10,40 +13,92 @@ struct Socket {
     inode: u64,
 }
 
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const TCP_LISTEN: u32 = 10;
+/// A bound, unconnected UDP socket is in TCP_CLOSE.
+const UDP_UNCONNECTED: u32 = 7;
+/// Offsets in struct inet_diag_msg: sockid starts at 4 (sport at 4, src at 8);
+/// the inode follows sockid (48 bytes) and expires/rqueue/wqueue/uid.
+const MSG_SPORT: usize = 4;
+const MSG_SRC: usize = 8;
+const MSG_INODE: usize = 4 + 48 + 16;
+
 fn sockets(proto: Proto) -> Vec<Socket> {
-    let (files, listen_state): (&[&str], &str) = match proto {
-        // 0A = TCP_LISTEN; 07 = TCP_CLOSE, the state of a bound UDP socket.
-        Proto::Tcp => (&["tcp", "tcp6"], "0A"),
-        Proto::Udp => (&["udp", "udp6"], "07"),
+    let (ipproto, state) = match proto {
+        Proto::Tcp => (libc::IPPROTO_TCP as u8, TCP_LISTEN),
+        Proto::Udp => (libc::IPPROTO_UDP as u8, UDP_UNCONNECTED),
     };
     let mut out = Vec::new();
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) else { continue };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || f[3] != listen_state {
-                continue;
-            }
-            let Some((addr_hex, port_hex)) = f[1].split_once(':') else { continue };
-            let Ok(port) = u16::from_str_radix(port_hex, 16) else { continue };
-            let addr = match addr_hex.len() {
-                8 => u32::from_str_radix(addr_hex, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes())),
-                // IPv6 sockets: "::" (dual stack, also takes IPv4) or a v4-mapped address.
-                32 if addr_hex.chars().all(|c| c == '0') => Some(Ipv4Addr::UNSPECIFIED),
-                32 if addr_hex.starts_with("0000000000000000FFFF0000") => {
-                    u32::from_str_radix(&addr_hex[24..], 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes()))
-                }
-                _ => None,
-            };
-            let Ok(inode) = f[9].parse() else { continue };
-            out.push(Socket {
-                addr: addr.filter(|a| !a.is_unspecified()),
-                port,
-                inode,
-            });
-        }
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        let _ = dump(family, ipproto, 1 << state, &mut out);
     }
     out
+}
+
+fn dump(family: u8, ipproto: u8, states: u32, out: &mut Vec<Socket>) -> std::io::Result<()> {
+    // SAFETY: plain socket(2); ownership moves to OwnedFd right after.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // nlmsghdr (16) + inet_diag_req_v2 (56).
+    let mut req = [0u8; 72];
+    req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req[16] = family;
+    req[17] = ipproto;
+    req[20..24].copy_from_slice(&states.to_ne_bytes());
+    // SAFETY: send a buffer of its own length.
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // SAFETY: recv into a buffer of the given length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut off = 0usize;
+        let n = n as usize;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            if len < 16 || off + len > n {
+                return Ok(());
+            }
+            if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
+                return Ok(());
+            }
+            let msg = &buf[off + 16..off + len];
+            if msg.len() >= MSG_INODE + 4 {
+                let port = u16::from_be_bytes([msg[MSG_SPORT], msg[MSG_SPORT + 1]]);
+                let src = &msg[MSG_SRC..MSG_SRC + 16];
+                let addr = if family == libc::AF_INET as u8 {
+                    Some(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
+                } else if src.iter().all(|b| *b == 0) {
+                    // "::" also takes IPv4 on a dual-stack socket.
+                    Some(Ipv4Addr::UNSPECIFIED)
+                } else if src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff {
+                    Some(Ipv4Addr::new(src[12], src[13], src[14], src[15]))
+                } else {
+                    None
+                };
+                let inode = u32::from_ne_bytes(msg[MSG_INODE..MSG_INODE + 4].try_into().unwrap());
+                if let Some(addr) = addr {
+                    out.push(Socket {
+                        addr: (!addr.is_unspecified()).then_some(addr),
+                        port,
+                        inode: inode.into(),
+                    });
+                }
+            }
+            off += (len + 3) & !3;
+        }
+    }
 }
 
 /// The process holding a socket inode, as "NAME (pid N)".
