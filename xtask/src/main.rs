@@ -2,6 +2,7 @@
 mod cmd;
 mod demo;
 mod netns;
+mod perf;
 mod setup;
 
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// Build release, then measure portfwd against the direct path,
+    /// iptables, nftables, docker-proxy and socat, side by side (needs root;
+    /// takes minutes). Results go to bench/results/.
+    Bench(perf::BenchArgs),
 }
 
 /// `cargo test --workspace` would also build portfwd-ebpf's binary as a host
@@ -84,6 +89,11 @@ fn run_task(task: Task) -> Result<ExitCode> {
             let env = setup::setup()?;
             let binary = build(&env, release)?;
             demo::demo(&binary)?;
+        }
+        Task::Bench(args) => {
+            let env = setup::setup()?;
+            let binary = build(&env, true)?;
+            perf::run_bench(&binary, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)
