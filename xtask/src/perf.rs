@@ -111,7 +111,18 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master takes its workers down with it on a
+        // TERM, but leaves them running (orphaned, in a deleted namespace) on
+        // a KILL.
+        for c in &self.children {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
         for c in &mut self.children {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
