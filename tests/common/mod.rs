@@ -280,17 +280,22 @@ pub fn http_server(ns: &str, port: u16, name: &'static str, max: usize) -> JoinH
         let mut peers = Vec::new();
         while peers.len() < max {
             let Some((mut s, peer)) = accept_within(&l, Duration::from_secs(15)) else { break };
-            read_http_head(&mut s);
-            let body = format!("{name} saw {}", peer.ip());
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes());
+            answer_http(&mut s, peer, name);
             peers.push(peer);
         }
         peers
     })
+}
+
+/// Reads one request and answers "<name> saw <peer ip>", then closes.
+fn answer_http(s: &mut TcpStream, peer: SocketAddr, name: &str) {
+    read_http_head(s);
+    let body = format!("{name} saw {}", peer.ip());
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(resp.as_bytes());
 }
 
 /// Reads until the end of an HTTP request head.
@@ -368,13 +373,7 @@ pub fn http_server_until(
         while !stop.load(Ordering::Relaxed) && idle_since.elapsed() < Duration::from_secs(20) {
             let Some((mut s, peer)) = accept_within(&l, Duration::from_millis(100)) else { continue };
             idle_since = Instant::now();
-            read_http_head(&mut s);
-            let body = format!("{name} saw {}", peer.ip());
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes());
+            answer_http(&mut s, peer, name);
             served += 1;
         }
         served
