@@ -4,6 +4,7 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod cmd;
 pub mod datapath;
+pub mod docker;
 pub mod error;
 pub mod ifaces;
 pub mod netns;

@@ -3,8 +3,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use portfwd::{
-    cmd, netns, privileges,
-    spec::{Mapping, PortSelector, Spec},
+    cmd, docker, netns, privileges,
+    spec::{Container, Mapping, PortSelector, SpecTemplate},
     Error,
 };
 
@@ -28,7 +28,8 @@ enum Command {
     Attach {
         /// The bridge the containers are on (e.g. docker0).
         bridge: String,
-        /// [HOST_IP:]HOST_PORT=CONTAINER_IP:CONTAINER_PORT[/tcp|/udp]; ranges as 8000-8009=IP:8000-8009.
+        /// [HOST_IP:]HOST_PORT=CONTAINER_IP:CONTAINER_PORT[/tcp|/udp]; ranges as 8000-8009=IP:8000-8009;
+        /// CONTAINER_IP may be a Docker container name or id.
         #[arg(long = "map", value_name = "SPEC")]
         maps: Vec<String>,
         /// Interface where outside clients arrive (default: those with a default route).
@@ -93,28 +94,61 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            let code = match err.downcast_ref::<Error>() {
-                Some(e) if e.is_usage() => 2,
-                _ => 1,
+            let usage = match (err.downcast_ref::<Error>(), err.downcast_ref::<docker::Error>()) {
+                (Some(e), _) => e.is_usage(),
+                (_, Some(e)) => e.is_usage(),
+                _ => false,
             };
+            let code = if usage { 2 } else { 1 };
             eprintln!("portfwd: error: {err}");
             ExitCode::from(code)
         }
     }
 }
 
-fn parse_specs(texts: &[String]) -> Result<Vec<Mapping>, Error> {
+/// Parses every SPEC, container names left unresolved, and refuses a host
+/// port given twice. Touches nothing outside the strings.
+fn parse_specs(texts: &[String]) -> Result<Vec<SpecTemplate>, Error> {
+    let specs = texts
+        .iter()
+        .map(|t| t.parse::<SpecTemplate>())
+        .collect::<Result<Vec<_>, _>>()?;
+    portfwd::spec::check_unique_hosts(specs.iter().flat_map(|s| s.host_ports()))?;
+    Ok(specs)
+}
+
+/// The mappings of `specs`, each container name resolved once through the
+/// Docker engine (which is asked only if a SPEC names a container). A
+/// container on several networks is taken at its address on one of
+/// `bridges` when it has one there.
+fn resolve_specs(specs: &[SpecTemplate], bridges: impl FnOnce() -> Vec<String>) -> anyhow::Result<Vec<Mapping>> {
+    let names: Vec<&str> = specs.iter().filter_map(|s| s.container_name()).collect();
+    let addrs = if names.is_empty() {
+        Default::default()
+    } else {
+        docker::resolve(docker::DEFAULT_SOCKET, names, &bridges())?
+    };
     let mut all = Vec::new();
-    for text in texts {
-        all.extend(text.parse::<Spec>()?.mappings);
+    for spec in specs {
+        let ip = match &spec.container {
+            Container::Ip(ip) => *ip,
+            Container::Name(name) => addrs[name],
+        };
+        all.extend(spec.resolve(ip)?.mappings);
     }
-    portfwd::spec::check_unique(&all)?;
     Ok(all)
+}
+
+/// The names of the bridges attached in the current network namespace.
+fn attached_bridges() -> Vec<String> {
+    portfwd::state::StateDir::current()
+        .map(|state| state.bridges().into_iter().filter_map(portfwd::ifaces::ifname).collect())
+        .unwrap_or_default()
 }
 
 fn run(cli: Cli) -> anyhow::Result<String> {
     // Parse every input before anything touches the system.
-    let mappings = match &cli.command {
+    let specs = match &cli.command {
         Command::Attach { maps, .. } => parse_specs(maps)?,
         Command::Add { specs, .. } => parse_specs(specs)?,
         _ => Vec::new(),
@@ -132,6 +166,14 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         // Single-threaded here: setns affects only the calling thread.
         netns::enter(name)?;
     }
+    // Container names resolve here, before anything is changed and after
+    // setns, which must come first while the process has one thread (the
+    // Docker client's current-thread runtime starts none of its own).
+    let mappings = match &cli.command {
+        Command::Attach { bridge, .. } => resolve_specs(&specs, || vec![bridge.clone()])?,
+        Command::Add { .. } => resolve_specs(&specs, attached_bridges)?,
+        _ => Vec::new(),
+    };
     Ok(match cli.command {
         Command::Attach {
             bridge,

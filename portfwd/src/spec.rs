@@ -111,7 +111,83 @@ pub struct Spec {
     pub mappings: Vec<Mapping>,
 }
 
+/// Parses a SPEC whose container side is an IPv4 address; a container name
+/// is refused here (parse a `SpecTemplate` to accept one).
 impl FromStr for Spec {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let template: SpecTemplate = text.parse()?;
+        match &template.container {
+            Container::Ip(ip) => template.resolve(*ip),
+            Container::Name(name) => Err(bad_spec(text, &format!("'{name}' is not an IPv4 address"))),
+        }
+    }
+}
+
+/// The container side of a SPEC as written: an address, or the name (or id)
+/// of a Docker container whose address is looked up later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Container {
+    Ip(Ipv4Addr),
+    Name(String),
+}
+
+/// A SPEC parsed and validated in everything but the container's address,
+/// which may still be a container name. Parsing touches nothing outside the
+/// string; `resolve` turns it into a `Spec` once the address is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecTemplate {
+    pub text: String,
+    pub proto: Proto,
+    /// None: every local address.
+    pub host_addr: Option<Ipv4Addr>,
+    pub host_ports: std::ops::RangeInclusive<u16>,
+    pub container: Container,
+    /// As long as `host_ports`.
+    pub container_ports: std::ops::RangeInclusive<u16>,
+}
+
+impl SpecTemplate {
+    /// The container name to look up, if the SPEC names one.
+    pub fn container_name(&self) -> Option<&str> {
+        match &self.container {
+            Container::Ip(_) => None,
+            Container::Name(name) => Some(name),
+        }
+    }
+
+    /// The host side of every mapping the SPEC makes (known before the
+    /// container's address is).
+    pub fn host_ports(&self) -> impl Iterator<Item = HostPort> + '_ {
+        self.host_ports.clone().map(|port| HostPort {
+            proto: self.proto,
+            addr: self.host_addr,
+            port,
+        })
+    }
+
+    /// The SPEC's mappings, to `container_ip` (the SPEC's own address, or the
+    /// one its container name resolved to).
+    pub fn resolve(&self, container_ip: Ipv4Addr) -> Result<Spec> {
+        check_container_ip(&self.text, container_ip)?;
+        let mappings = self
+            .host_ports()
+            .zip(self.container_ports.clone())
+            .map(|(host, container_port)| Mapping {
+                host,
+                container_ip,
+                container_port,
+            })
+            .collect();
+        Ok(Spec {
+            text: self.text.clone(),
+            mappings,
+        })
+    }
+}
+
+impl FromStr for SpecTemplate {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
@@ -129,36 +205,54 @@ impl FromStr for Spec {
             }
             None => (None, host),
         };
-        let (container_ip, container_ports) = container
+        let (target, container_ports) = container
             .rsplit_once(':')
             .ok_or_else(|| bad("the container side needs CONTAINER_IP:CONTAINER_PORT"))?;
-        let container_ip: Ipv4Addr = container_ip
-            .parse()
-            .map_err(|_| bad(&format!("'{container_ip}' is not an IPv4 address")))?;
-        if container_ip.is_unspecified() || container_ip.is_broadcast() || container_ip.is_multicast() {
-            return Err(bad(&format!("{container_ip} cannot be a container address")));
+        let container = parse_container(target).map_err(|why| bad(&why))?;
+        if let Container::Ip(ip) = container {
+            check_container_ip(text, ip)?;
         }
         let (h_start, h_end) = port_range(host_ports).map_err(|why| bad(&why))?;
         let (c_start, c_end) = port_range(container_ports).map_err(|why| bad(&why))?;
         if h_end - h_start != c_end - c_start {
             return Err(bad("host and container port ranges differ in length"));
         }
-        let mappings = (0..=(h_end - h_start))
-            .map(|i| Mapping {
-                host: HostPort {
-                    proto,
-                    addr: host_ip,
-                    port: h_start + i,
-                },
-                container_ip,
-                container_port: c_start + i,
-            })
-            .collect();
         Ok(Self {
             text: text.to_string(),
-            mappings,
+            proto,
+            host_addr: host_ip,
+            host_ports: h_start..=h_end,
+            container,
+            container_ports: c_start..=c_end,
         })
     }
+}
+
+/// An IPv4 address, or else a Docker container name or id: an ASCII letter
+/// or digit, then letters, digits, `_`, `.` or `-` (Docker's own rule, with
+/// one character allowed for an id prefix). Digits and dots alone are a
+/// mistyped address, not a name.
+fn parse_container(text: &str) -> std::result::Result<Container, String> {
+    if let Ok(ip) = text.parse::<Ipv4Addr>() {
+        return Ok(Container::Ip(ip));
+    }
+    let looks_numeric = text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let valid_name = text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if looks_numeric || text.is_empty() {
+        Err(format!("'{text}' is not an IPv4 address"))
+    } else if valid_name {
+        Ok(Container::Name(text.to_string()))
+    } else {
+        Err(format!("'{text}' is neither an IPv4 address nor a container name"))
+    }
+}
+
+fn check_container_ip(text: &str, ip: Ipv4Addr) -> Result<()> {
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(bad_spec(text, &format!("{ip} cannot be a container address")));
+    }
+    Ok(())
 }
 
 /// A `del` argument: `[HOST_IP:]HOST_PORT[-END][/tcp|/udp]`. Without HOST_IP
@@ -248,19 +342,24 @@ fn port(text: &str) -> std::result::Result<u16, String> {
 /// protocol and port, and the same address or either on every address).
 /// Linear in the number of mappings: a range can hold tens of thousands.
 pub fn check_unique(mappings: &[Mapping]) -> Result<()> {
+    check_unique_hosts(mappings.iter().map(|m| m.host))
+}
+
+/// `check_unique` on host ports alone (before container names resolve).
+pub fn check_unique_hosts(hosts: impl IntoIterator<Item = HostPort>) -> Result<()> {
     use std::collections::{HashMap, HashSet};
     // Per (protocol, port): whether the wildcard is taken, and which addresses.
     let mut seen: HashMap<(Proto, u16), (bool, HashSet<Ipv4Addr>)> = HashMap::new();
-    for m in mappings {
-        let (wildcard, addrs) = seen.entry((m.host.proto, m.host.port)).or_default();
-        let clash = match m.host.addr {
+    for host in hosts {
+        let (wildcard, addrs) = seen.entry((host.proto, host.port)).or_default();
+        let clash = match host.addr {
             None => *wildcard || !addrs.is_empty(),
             Some(a) => *wildcard || !addrs.insert(a),
         };
         if clash {
-            return Err(Error::DuplicatePort(m.host.to_string()));
+            return Err(Error::DuplicatePort(host.to_string()));
         }
-        if m.host.addr.is_none() {
+        if host.addr.is_none() {
             *wildcard = true;
         }
     }
@@ -305,7 +404,94 @@ mod tests {
             "80=0.0.0.0:80", "80=1.2.3.4:-1",
         ] {
             assert!(bad.parse::<Spec>().is_err(), "accepted {bad:?}");
+            assert!(bad.parse::<SpecTemplate>().is_err(), "accepted {bad:?} as a template");
         }
+    }
+
+    fn template(text: &str) -> SpecTemplate {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn container_names_parse_unresolved() {
+        let t = template("8080=web:80");
+        assert_eq!(t.container, Container::Name("web".into()));
+        assert_eq!(t.container_name(), Some("web"));
+        assert_eq!((t.proto, t.host_addr), (Proto::Tcp, None));
+        assert_eq!((t.host_ports.clone(), t.container_ports.clone()), (8080..=8080, 80..=80));
+        let t = template("127.0.0.1:53=dns_1.internal-x:5353/udp");
+        assert_eq!(t.container_name(), Some("dns_1.internal-x"));
+        assert_eq!((t.proto, t.host_addr), (Proto::Udp, Some(Ipv4Addr::LOCALHOST)));
+        // A container id (or a prefix of one) is a name too.
+        assert_eq!(template("80=3f4e5a6b7c8d:80").container_name(), Some("3f4e5a6b7c8d"));
+        assert_eq!(template("80=a:80").container_name(), Some("a"));
+    }
+
+    #[test]
+    fn a_named_range_resolves_to_one_address() {
+        let t = template("8000-8001=web:9000-9001");
+        assert_eq!(t.container_name(), Some("web"));
+        let hosts: Vec<u16> = t.host_ports().map(|h| h.port).collect();
+        assert_eq!(hosts, [8000, 8001]);
+        let ip = Ipv4Addr::new(172, 17, 0, 2);
+        let spec = t.resolve(ip).unwrap();
+        assert_eq!(spec.text, "8000-8001=web:9000-9001");
+        let got: Vec<_> = spec.mappings.iter().map(|m| (m.host.port, m.container_ip, m.container_port)).collect();
+        assert_eq!(got, [(8000, ip, 9000), (8001, ip, 9001)]);
+        // Up to the last port without overflowing.
+        let top = template("65534-65535=web:65534-65535").resolve(ip).unwrap();
+        assert_eq!(top.mappings.last().unwrap().container_port, 65_535);
+    }
+
+    #[test]
+    fn ip_templates_match_specs() {
+        for text in ["80=172.17.0.15:8080", "127.0.0.1:53=172.17.0.2:53/udp", "8000-8002=10.0.0.1:9000-9002"] {
+            let t = template(text);
+            assert_eq!(t.container_name(), None, "{text}");
+            let Container::Ip(ip) = t.container else { panic!("{text}: not an address") };
+            assert_eq!(t.resolve(ip).unwrap(), text.parse::<Spec>().unwrap(), "{text}");
+        }
+    }
+
+    #[test]
+    fn plain_specs_refuse_names() {
+        let err = "8080=web:80".parse::<Spec>().unwrap_err().to_string();
+        assert!(err.contains("'web' is not an IPv4 address"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_container_names() {
+        for bad in ["80=-web:80", "80=_web:80", "80=.web:80", "80=we b:80", "80=web!:80", "80=:80", "80=w@b:80"] {
+            let err = bad.parse::<SpecTemplate>().expect_err(bad).to_string();
+            assert!(err.contains("neither an IPv4 address nor a container name") || err.contains("IPv4"), "{bad}: {err}");
+        }
+        // Digits and dots alone are a mistyped address, not a name.
+        let err = "80=10.0.0:80".parse::<SpecTemplate>().unwrap_err().to_string();
+        assert!(err.contains("'10.0.0' is not an IPv4 address"), "{err}");
+        let err = "80=1234:80".parse::<SpecTemplate>().unwrap_err().to_string();
+        assert!(err.contains("is not an IPv4 address"), "{err}");
+        // Ports and range lengths are checked before any lookup.
+        assert!("80-81=web:80".parse::<SpecTemplate>().is_err());
+        assert!("0=web:80".parse::<SpecTemplate>().is_err());
+    }
+
+    #[test]
+    fn resolved_addresses_are_checked() {
+        let t = template("80=web:80");
+        for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, Ipv4Addr::new(224, 0, 0, 1)] {
+            assert!(t.resolve(ip).is_err(), "accepted {ip}");
+        }
+    }
+
+    #[test]
+    fn duplicate_host_ports_are_found_before_resolution() {
+        let a = template("80=web:80");
+        let b = template("80=db:8080");
+        let c = template("80=web:80/udp");
+        assert!(check_unique_hosts(a.host_ports().chain(b.host_ports())).is_err());
+        assert!(check_unique_hosts(a.host_ports().chain(c.host_ports())).is_ok());
+        let range = template("8000-8005=web:8000-8005");
+        assert!(check_unique_hosts(range.host_ports().chain(template("8003=1.1.1.1:1").host_ports())).is_err());
     }
 
     #[test]
