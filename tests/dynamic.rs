@@ -138,6 +138,7 @@ fn del_kill_ends_established_flows_on_both_ends() {
             Ok(0) => break "eof",
             Ok(n) => total += n,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("client read after kill: {e} (after {total} bytes)"),
         }
     };
