@@ -16,9 +16,18 @@ macro_rules! require_privileges {
 /// Asserts exit code 2 with a single stderr line containing `needle`.
 fn assert_usage_error(out: &Output, needle: &str, what: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{what}: expected exit 2, got {} (stderr: {stderr})", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: expected exit 2, got {} (stderr: {stderr})",
+        out.status
+    );
     let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{what}: expected one line on stderr, got {lines:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected one line on stderr, got {lines:?}"
+    );
     assert!(
         lines[0].to_lowercase().contains(&needle.to_lowercase()),
         "{what}: stderr {:?} should mention {needle:?}",
@@ -31,7 +40,10 @@ fn assert_usage_error(out: &Output, needle: &str, what: &str) {
 fn snapshot(topo: &Topology) -> (Vec<String>, String) {
     let dir = topo.state_dir();
     let mut pins: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect())
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
         .unwrap_or_default();
     pins.sort();
     let list = topo.portfwd(&["list"]);
@@ -43,33 +55,93 @@ fn bad_input_exits_2_and_changes_nothing() {
     require_privileges!();
     let topo = Topology::new("cli", 1);
     let cases: &[(&[&str], &str, &str)] = &[
-        (&["attach", "docker0", "--map", "80"], "invalid mapping", "malformed spec"),
-        (&["attach", "docker0", "--map", "80=172.30.0.10"], "invalid mapping", "missing container port"),
-        (&["attach", "docker0", "--map", "0=172.30.0.10:80"], "port 0", "port 0"),
-        (&["attach", "docker0", "--map", "80=172.30.0.10:0"], "port 0", "container port 0"),
-        (&["attach", "docker0", "--map", "65536=172.30.0.10:80"], "out of range", "port > 65535"),
-        (&["attach", "docker0", "--map", "80=172.30.0.10:80/sctp"], "protocol", "bad protocol"),
-        (&["attach", "nosuchbr0", "--map", "80=172.30.0.10:80"], "no such interface", "unknown bridge"),
         (
-            &["attach", "docker0", "--map", "80=172.30.0.10:80", "--external", "nosuch1"],
+            &["attach", "docker0", "--map", "80"],
+            "invalid mapping",
+            "malformed spec",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=172.30.0.10"],
+            "invalid mapping",
+            "missing container port",
+        ),
+        (
+            &["attach", "docker0", "--map", "0=172.30.0.10:80"],
+            "port 0",
+            "port 0",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=172.30.0.10:0"],
+            "port 0",
+            "container port 0",
+        ),
+        (
+            &["attach", "docker0", "--map", "65536=172.30.0.10:80"],
+            "out of range",
+            "port > 65535",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=172.30.0.10:80/sctp"],
+            "protocol",
+            "bad protocol",
+        ),
+        (
+            &["attach", "nosuchbr0", "--map", "80=172.30.0.10:80"],
+            "no such interface",
+            "unknown bridge",
+        ),
+        (
+            &[
+                "attach",
+                "docker0",
+                "--map",
+                "80=172.30.0.10:80",
+                "--external",
+                "nosuch1",
+            ],
             "no such interface",
             "unknown external interface",
         ),
         (
-            &["attach", "docker0", "--map", "80=172.30.0.10:80", "--map", "80=172.30.0.11:80"],
+            &[
+                "attach",
+                "docker0",
+                "--map",
+                "80=172.30.0.10:80",
+                "--map",
+                "80=172.30.0.11:80",
+            ],
             "twice",
             "same host port twice",
         ),
         (
-            &["attach", "docker0", "--map", "80=172.30.0.10:80", "--map", "127.0.0.1:80=172.30.0.11:80"],
+            &[
+                "attach",
+                "docker0",
+                "--map",
+                "80=172.30.0.10:80",
+                "--map",
+                "127.0.0.1:80=172.30.0.11:80",
+            ],
             "twice",
             "wildcard and specific address on one port",
         ),
-        (&["attach", "docker0", "--external", "docker0"], "both", "bridge as external"),
-        (&["detach", "docker0"], "not attached", "detach before attach"),
+        (
+            &["attach", "docker0", "--external", "docker0"],
+            "both",
+            "bridge as external",
+        ),
+        (
+            &["detach", "docker0"],
+            "not attached",
+            "detach before attach",
+        ),
     ];
     let before = snapshot(&topo);
-    assert!(before.0.is_empty(), "fresh namespace should have no state: {before:?}");
+    assert!(
+        before.0.is_empty(),
+        "fresh namespace should have no state: {before:?}"
+    );
     for (args, needle, what) in cases {
         assert_usage_error(&topo.portfwd(args), needle, what);
         assert_eq!(snapshot(&topo), before, "{what}: state changed");
@@ -79,9 +151,21 @@ fn bad_input_exits_2_and_changes_nothing() {
     topo.attach(&["8080=172.30.0.10:80"]);
     let attached = snapshot(&topo);
     let conflicting: &[(&[&str], &str, &str)] = &[
-        (&["attach", "docker0", "--map", "10.0.1.1:8080=172.30.0.10:81"], "already published", "shadowing an existing port"),
-        (&["attach", "docker0", "--map", "8081=172.30.0.10:99999"], "out of range", "bad spec on re-attach"),
-        (&["attach", "docker0", "--external", "lo"], "not an ethernet", "loopback as external"),
+        (
+            &["attach", "docker0", "--map", "10.0.1.1:8080=172.30.0.10:81"],
+            "already published",
+            "shadowing an existing port",
+        ),
+        (
+            &["attach", "docker0", "--map", "8081=172.30.0.10:99999"],
+            "out of range",
+            "bad spec on re-attach",
+        ),
+        (
+            &["attach", "docker0", "--external", "lo"],
+            "not an ethernet",
+            "loopback as external",
+        ),
     ];
     for (args, needle, what) in conflicting {
         assert_usage_error(&topo.portfwd(args), needle, what);
@@ -93,7 +177,14 @@ fn bad_input_exits_2_and_changes_nothing() {
 fn unknown_namespace_exits_2() {
     require_privileges!();
     let out = Command::new(PORTFWD)
-        .args(["-n", "pft-no-such-namespace", "attach", "docker0", "--map", "80=1.2.3.4:80"])
+        .args([
+            "-n",
+            "pft-no-such-namespace",
+            "attach",
+            "docker0",
+            "--map",
+            "80=1.2.3.4:80",
+        ])
         .output()
         .unwrap();
     assert_usage_error(&out, "no such network namespace", "unknown netns");
@@ -107,7 +198,14 @@ fn not_root_exits_2() {
     let before = snapshot(&topo);
     // setpriv drops to an unprivileged user; the capability sets empty with it.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", PORTFWD, "-n", &topo.host.name])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            PORTFWD,
+            "-n",
+            &topo.host.name,
+        ])
         .args(["attach", "docker0", "--map", "80=172.30.0.10:80"])
         .output()
         .expect("setpriv");
@@ -125,7 +223,10 @@ fn no_bpffs_exits_2() {
         "mount -t tmpfs -o ro,size=1m none /sys/fs && exec {PORTFWD} -n {} attach docker0 --map 80=172.30.0.10:80",
         topo.host.name
     );
-    let out = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().expect("unshare");
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
     assert_usage_error(&out, "bpffs", "no bpffs");
     assert!(!topo.state_dir().exists(), "nothing may be pinned");
 }

@@ -76,8 +76,18 @@ fn run_for(args: &[&str], limit: Duration) -> Result<Output, String> {
             buf
         })
     };
-    let out = pipe(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err = pipe(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let out = pipe(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = pipe(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -136,12 +146,18 @@ fn portfwd_ok(args: &[&str]) -> String {
 }
 
 /// Polls `f` until it returns Ok or `limit` passes; the last error then.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
     let deadline = Instant::now() + limit;
     loop {
         match f() {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(format!("{what}: not within {limit:?}: {e}")),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("{what}: not within {limit:?}: {e}"))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(250)),
         }
     }
@@ -157,7 +173,9 @@ fn works(args: &[&str]) -> bool {
 /// True if `path` is an ELF executable without an interpreter (static), so
 /// that it runs alone in an image.
 fn is_static_elf(path: &Path) -> bool {
-    let Ok(elf) = std::fs::read(path) else { return false };
+    let Ok(elf) = std::fs::read(path) else {
+        return false;
+    };
     if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
         return false; // not a 64-bit little-endian ELF
     }
@@ -167,7 +185,8 @@ fn is_static_elf(path: &Path) -> bool {
     (0..phnum).all(|i| {
         let at = phoff + i * phentsize;
         // PT_INTERP = 3: a dynamic executable's loader.
-        elf.get(at..at + 4).is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+        elf.get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
     })
 }
 
@@ -180,17 +199,32 @@ fn install_packages() -> Result<(), String> {
     }
     eprintln!("docker test: installing docker.io and busybox-static with apt-get");
     let apt = |args: &[&str]| {
-        let mut full = vec!["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-o", "DPkg::Lock::Timeout=120"];
+        let mut full = vec![
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "-o",
+            "DPkg::Lock::Timeout=120",
+        ];
         full.extend_from_slice(args);
         try_sh(&full, Duration::from_secs(900))
     };
-    let install = ["install", "-y", "--no-install-recommends", "docker.io", "busybox-static", "iptables"];
+    let install = [
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "docker.io",
+        "busybox-static",
+        "iptables",
+    ];
     if apt(&install).is_err() {
         apt(&["update"])?;
         apt(&install)?;
     }
     if !is_static_elf(Path::new(BUSYBOX)) {
-        return Err(format!("{BUSYBOX} is not a static executable after installing busybox-static"));
+        return Err(format!(
+            "{BUSYBOX} is not a static executable after installing busybox-static"
+        ));
     }
     Ok(())
 }
@@ -208,7 +242,8 @@ impl Dockerd {
         if works(&["docker", "info"]) {
             return Ok(Self { child: None, log });
         }
-        let file = std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let file =
+            std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let child = Command::new("dockerd")
             .stdin(Stdio::null())
             .stdout(file.try_clone().map_err(|e| e.to_string())?)
@@ -218,21 +253,39 @@ impl Dockerd {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start dockerd: {e}"))?;
-        let mut me = Self { child: Some(child), log };
-        let up = wait_for("dockerd to answer `docker info`", Duration::from_secs(60), || {
-            if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
-                return Ok(Err(format!("dockerd exited ({status})")));
-            }
-            try_sh(&["docker", "info"], Duration::from_secs(10)).map(|_| Ok(()))
-        });
+        let mut me = Self {
+            child: Some(child),
+            log,
+        };
+        let up = wait_for(
+            "dockerd to answer `docker info`",
+            Duration::from_secs(60),
+            || {
+                if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
+                    return Ok(Err(format!("dockerd exited ({status})")));
+                }
+                try_sh(&["docker", "info"], Duration::from_secs(10)).map(|_| Ok(()))
+            },
+        );
         match up.and_then(|r| r) {
             Ok(()) => {
-                eprintln!("docker test: started dockerd (pid {}), log {}", me.pid(), me.log.display());
+                eprintln!(
+                    "docker test: started dockerd (pid {}), log {}",
+                    me.pid(),
+                    me.log.display()
+                );
                 Ok(me)
             }
             Err(e) => {
                 let tail = std::fs::read_to_string(&me.log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: Vec<&str> = tail
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 me.stop();
                 Err(format!("{e}; dockerd log:\n{}", tail.join("\n")))
             }
@@ -246,7 +299,9 @@ impl Dockerd {
     /// SIGTERM to the dockerd we started (it stops its containerd), then
     /// wait for it; SIGKILL after 30 s.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: kill(2) on the pid of our own child, not yet reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -279,15 +334,24 @@ fn iptables_state() -> String {
             out.push('\n');
         }
     }
-    assert!(out.contains(":FORWARD"), "iptables-save shows no FORWARD chain:\n{out}");
+    assert!(
+        out.contains(":FORWARD"),
+        "iptables-save shows no FORWARD chain:\n{out}"
+    );
     out
 }
 
 fn assert_same_iptables(before: &str, when: &str) {
     let now = iptables_state();
     if now != before {
-        let removed: Vec<&str> = before.lines().filter(|l| !now.lines().any(|n| n == *l)).collect();
-        let added: Vec<&str> = now.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+        let removed: Vec<&str> = before
+            .lines()
+            .filter(|l| !now.lines().any(|n| n == *l))
+            .collect();
+        let added: Vec<&str> = now
+            .lines()
+            .filter(|l| !before.lines().any(|b| b == *l))
+            .collect();
         panic!("Docker's iptables state changed {when}:\nremoved: {removed:#?}\nadded: {added:#?}\nnow:\n{now}");
     }
 }
@@ -337,11 +401,17 @@ impl Scene {
         std::fs::write(root.join("www/index.html"), format!("{PAGE_WEB}\n")).unwrap();
         std::fs::write(root.join("www2/index.html"), format!("{PAGE_DOCKER_P}\n")).unwrap();
         let cgi = root.join("www/cgi-bin/ip");
-        std::fs::write(&cgi, "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$REMOTE_ADDR\"\n").unwrap();
-        std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(
+            &cgi,
+            "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$REMOTE_ADDR\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let import = format!("tar -C '{}' -c . | docker import - {IMAGE}", root.display());
         self.image = true;
-        try_sh(&["sh", "-c", &import], Duration::from_secs(120)).unwrap_or_else(|e| panic!("building {IMAGE}: {e}"));
+        try_sh(&["sh", "-c", &import], Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("building {IMAGE}: {e}"));
     }
 
     /// `docker run -d` (or `docker create`), recorded for removal; the id.
@@ -376,19 +446,51 @@ impl Scene {
         sh(&["ip", "netns", "add", &ns]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         self.veth_root = Some(root_if.clone());
-        sh(&["ip", "link", "add", &root_if, "type", "veth", "peer", "name", &client_if, "netns", &ns]);
-        sh(&["ip", "addr", "add", &format!("{root_ip}/30"), "dev", &root_if]);
+        sh(&[
+            "ip", "link", "add", &root_if, "type", "veth", "peer", "name", &client_if, "netns", &ns,
+        ]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{root_ip}/30"),
+            "dev",
+            &root_if,
+        ]);
         sh(&["ip", "link", "set", &root_if, "up"]);
-        sh(&["ip", "-n", &ns, "addr", "add", &format!("{client_ip}/30"), "dev", &client_if]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{client_ip}/30"),
+            "dev",
+            &client_if,
+        ]);
         sh(&["ip", "-n", &ns, "link", "set", &client_if, "up"]);
-        sh(&["ip", "-n", &ns, "route", "add", "default", "via", &root_ip.to_string()]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &root_ip.to_string(),
+        ]);
         (root_ip, client_ip)
     }
 
     /// GET from the client namespace.
     fn client_get(&self, url: &str) -> Result<String, String> {
         let ns = self.client_ns.as_deref().expect("client namespace");
-        try_sh(&["ip", "netns", "exec", ns, "timeout", GET_SECS, BUSYBOX, "wget", "-qO-", url], SHORT)
+        try_sh(
+            &[
+                "ip", "netns", "exec", ns, "timeout", GET_SECS, BUSYBOX, "wget", "-qO-", url,
+            ],
+            SHORT,
+        )
     }
 
     fn attach(&mut self, extra: &[&str], map: &str) -> String {
@@ -443,7 +545,12 @@ fn host_get(url: &str) -> Result<String, String> {
 
 /// GET from a new container on docker0 (`docker run --rm`).
 fn container_get(url: &str) -> Result<String, String> {
-    try_sh(&["docker", "run", "--rm", IMAGE, "timeout", GET_SECS, "wget", "-qO-", url], Duration::from_secs(60))
+    try_sh(
+        &[
+            "docker", "run", "--rm", IMAGE, "timeout", GET_SECS, "wget", "-qO-", url,
+        ],
+        Duration::from_secs(60),
+    )
 }
 
 fn assert_page(got: Result<String, String>, page: &str, what: &str) {
@@ -454,8 +561,16 @@ fn assert_page(got: Result<String, String>, page: &str, what: &str) {
 }
 
 fn inspect_ip(name: &str) -> Ipv4Addr {
-    let ip = sh(&["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]);
-    ip.trim().parse().unwrap_or_else(|_| panic!("{name} has no IPv4 address: {ip:?}"))
+    let ip = sh(&[
+        "docker",
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.IPAddress}}",
+        name,
+    ]);
+    ip.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} has no IPv4 address: {ip:?}"))
 }
 
 fn bridge_ip() -> Ipv4Addr {
@@ -475,7 +590,10 @@ fn listed() -> Vec<serde_json::Value> {
 
 fn assert_nothing_attached(when: &str) {
     let out = portfwd_ok(&["list"]);
-    assert!(out.contains("nothing attached"), "{when}: `portfwd list` says:\n{out}");
+    assert!(
+        out.contains("nothing attached"),
+        "{when}: `portfwd list` says:\n{out}"
+    );
     let state = portfwd::state::StateDir::current().expect("netns cookie");
     assert!(!state.exists(), "{when}: {} is left", state.path.display());
 }
@@ -484,10 +602,23 @@ fn assert_nothing_attached(when: &str) {
 fn assert_usage_error(args: &[&str], needle: &str) {
     let out = portfwd(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "portfwd {args:?}: expected exit 2 ({}), stderr: {stderr}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "portfwd {args:?}: expected exit 2 ({}), stderr: {stderr}",
+        out.status
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "portfwd {args:?}: expected one stderr line, got {lines:?}");
-    assert_eq!(lines[0], format!("portfwd: error: {needle}"), "portfwd {args:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "portfwd {args:?}: expected one stderr line, got {lines:?}"
+    );
+    assert_eq!(
+        lines[0],
+        format!("portfwd: error: {needle}"),
+        "portfwd {args:?}"
+    );
     assert_nothing_attached(&format!("after the failed portfwd {args:?}"));
 }
 
@@ -520,31 +651,60 @@ fn docker_end_to_end() {
     //    and one that Docker publishes itself with -p.
     scene.build_image();
     let web = format!("pft-web-{pid}");
-    let web_id = scene.container("run", &web, &[], &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let web_id = scene.container(
+        "run",
+        &web,
+        &[],
+        &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
+    );
     let dp = format!("pft-dp-{pid}");
     let publish = format!("{DOCKER_PORT}:80");
-    scene.container("run", &dp, &["-p", &publish], &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www2"]);
+    scene.container(
+        "run",
+        &dp,
+        &["-p", &publish],
+        &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www2"],
+    );
     let web_ip = inspect_ip(&web);
     let gateway = bridge_ip();
     let web_url = format!("http://{web_ip}/");
-    wait_for("the web container to serve", Duration::from_secs(30), || host_get(&web_url)).unwrap();
+    wait_for(
+        "the web container to serve",
+        Duration::from_secs(30),
+        || host_get(&web_url),
+    )
+    .unwrap();
     let dp_local = format!("http://127.0.0.1:{DOCKER_PORT}/");
-    wait_for("the -p container to serve", Duration::from_secs(30), || host_get(&dp_local)).unwrap();
+    wait_for("the -p container to serve", Duration::from_secs(30), || {
+        host_get(&dp_local)
+    })
+    .unwrap();
 
     // 2. The client namespace, a "remote" client behind a veth.
     let (root_ip, client_ip) = scene.client();
     let (root_if, _) = scene.veth_names();
     let dp_remote = format!("http://{root_ip}:{DOCKER_PORT}/");
     let published = format!("http://{root_ip}:{PORT}/");
-    assert_page(scene.client_get(&dp_remote), PAGE_DOCKER_P, "docker -p from the client, before attach");
-    assert_page(host_get(&dp_local), PAGE_DOCKER_P, "docker -p from the host, before attach");
+    assert_page(
+        scene.client_get(&dp_remote),
+        PAGE_DOCKER_P,
+        "docker -p from the client, before attach",
+    );
+    assert_page(
+        host_get(&dp_local),
+        PAGE_DOCKER_P,
+        "docker -p from the host, before attach",
+    );
 
     let iptables = iptables_state();
 
     // 3. Attach as on a real host: socket hooks on the cgroup2 root, the
     //    container named rather than addressed.
     let out = scene.attach(&["--external", &root_if], &format!("{PORT}={web}:80"));
-    assert!(out.contains(&format!("{web_ip}:80")), "attach did not resolve {web} to {web_ip}:\n{out}");
+    assert!(
+        out.contains(&format!("{web_ip}:80")),
+        "attach did not resolve {web} to {web_ip}:\n{out}"
+    );
     assert_same_iptables(&iptables, "after attach");
     let rows = listed();
     assert_eq!(rows.len(), 1, "{rows:#?}");
@@ -552,18 +712,48 @@ fn docker_end_to_end() {
     assert_eq!(rows[0]["host_port"], PORT, "{rows:#?}");
 
     // The host itself, through the connect4 hook: loopback and docker0's address.
-    assert_page(host_get(&format!("http://127.0.0.1:{PORT}/")), PAGE_WEB, "host via 127.0.0.1");
-    assert_page(host_get(&format!("http://{gateway}:{PORT}/")), PAGE_WEB, "host via docker0's address");
-    assert_page(host_get(&published), PAGE_WEB, "host via the external interface's address");
+    assert_page(
+        host_get(&format!("http://127.0.0.1:{PORT}/")),
+        PAGE_WEB,
+        "host via 127.0.0.1",
+    );
+    assert_page(
+        host_get(&format!("http://{gateway}:{PORT}/")),
+        PAGE_WEB,
+        "host via docker0's address",
+    );
+    assert_page(
+        host_get(&published),
+        PAGE_WEB,
+        "host via the external interface's address",
+    );
     // Another container, hairpin through a host address; the container sees
     // the caller's own address.
-    assert_page(container_get(&format!("http://{gateway}:{PORT}/")), PAGE_WEB, "container via docker0's address");
+    assert_page(
+        container_get(&format!("http://{gateway}:{PORT}/")),
+        PAGE_WEB,
+        "container via docker0's address",
+    );
     let seen = container_get(&format!("http://{gateway}:{PORT}/cgi-bin/ip")).unwrap();
-    eprintln!("docker test: hairpin client seen by the container as {}", seen.trim());
-    assert!(seen.contains("172.") && !seen.contains(&format!("{gateway}]")), "hairpin peer: {seen}");
+    eprintln!(
+        "docker test: hairpin client seen by the container as {}",
+        seen.trim()
+    );
+    assert!(
+        seen.contains("172.") && !seen.contains(&format!("{gateway}]")),
+        "hairpin peer: {seen}"
+    );
     // Docker's own -p keeps working.
-    assert_page(scene.client_get(&dp_remote), PAGE_DOCKER_P, "docker -p from the client, attached");
-    assert_page(host_get(&dp_local), PAGE_DOCKER_P, "docker -p from the host, attached");
+    assert_page(
+        scene.client_get(&dp_remote),
+        PAGE_DOCKER_P,
+        "docker -p from the client, attached",
+    );
+    assert_page(
+        host_get(&dp_local),
+        PAGE_DOCKER_P,
+        "docker -p from the host, attached",
+    );
     // Not checked here: the client namespace GETting the published port.
     // With the hooks on the cgroup2 root its process is hooked too, and as a
     // socket in another namespace going to a host address it is rewritten
@@ -574,51 +764,108 @@ fn docker_end_to_end() {
     scene.detach();
     assert_same_iptables(&iptables, "after detach");
     assert_nothing_attached("after detach");
-    assert_page(scene.client_get(&dp_remote), PAGE_DOCKER_P, "docker -p from the client, after detach");
-    assert_page(host_get(&dp_local), PAGE_DOCKER_P, "docker -p from the host, after detach");
-    assert!(host_get(&format!("http://127.0.0.1:{PORT}/")).is_err(), "{PORT} still answers after detach");
+    assert_page(
+        scene.client_get(&dp_remote),
+        PAGE_DOCKER_P,
+        "docker -p from the client, after detach",
+    );
+    assert_page(
+        host_get(&dp_local),
+        PAGE_DOCKER_P,
+        "docker -p from the host, after detach",
+    );
+    assert!(
+        host_get(&format!("http://127.0.0.1:{PORT}/")).is_err(),
+        "{PORT} still answers after detach"
+    );
 
     // 4. A remote client, through the TC programs on the external interface
     //    and the bridge (Docker's br_netfilter and FORWARD DROP in place).
     //    --no-local: on one machine the client namespace would otherwise be
     //    caught by the hairpin hook, as above. The container by its id.
     let short_id = &web_id[..12];
-    let out = scene.attach(&["--external", &root_if, "--no-local"], &format!("{PORT}={short_id}:80"));
-    assert!(out.contains(&format!("{web_ip}:80")), "attach did not resolve {short_id} to {web_ip}:\n{out}");
+    let out = scene.attach(
+        &["--external", &root_if, "--no-local"],
+        &format!("{PORT}={short_id}:80"),
+    );
+    assert!(
+        out.contains(&format!("{web_ip}:80")),
+        "attach did not resolve {short_id} to {web_ip}:\n{out}"
+    );
     assert_same_iptables(&iptables, "after attach --no-local");
     assert_page(scene.client_get(&published), PAGE_WEB, "remote client");
     let seen = scene.client_get(&format!("{published}cgi-bin/ip")).unwrap();
-    eprintln!("docker test: remote client seen by the container as {}", seen.trim());
+    eprintln!(
+        "docker test: remote client seen by the container as {}",
+        seen.trim()
+    );
     assert!(
         seen.contains(&format!("{client_ip}]")) || seen.trim() == client_ip.to_string(),
         "the container should see the client's address {client_ip}, saw {seen:?}"
     );
-    assert_page(scene.client_get(&dp_remote), PAGE_DOCKER_P, "docker -p from the client, attached --no-local");
-    assert_page(host_get(&dp_local), PAGE_DOCKER_P, "docker -p from the host, attached --no-local");
+    assert_page(
+        scene.client_get(&dp_remote),
+        PAGE_DOCKER_P,
+        "docker -p from the client, attached --no-local",
+    );
+    assert_page(
+        host_get(&dp_local),
+        PAGE_DOCKER_P,
+        "docker -p from the host, attached --no-local",
+    );
     scene.detach();
     assert_same_iptables(&iptables, "after the second detach");
     assert_nothing_attached("after the second detach");
-    assert_page(scene.client_get(&dp_remote), PAGE_DOCKER_P, "docker -p from the client, at the end");
+    assert_page(
+        scene.client_get(&dp_remote),
+        PAGE_DOCKER_P,
+        "docker -p from the client, at the end",
+    );
 
     // 5. Names that do not resolve: usage errors, nothing attached.
     let spare = |target: &str| format!("{SPARE_PORT}={target}:80");
     assert_usage_error(
-        &["attach", BRIDGE, "--external", &root_if, "--map", &spare("no-such-container-xyz")],
+        &[
+            "attach",
+            BRIDGE,
+            "--external",
+            &root_if,
+            "--map",
+            &spare("no-such-container-xyz"),
+        ],
         "no such container: no-such-container-xyz",
     );
     let stopped = format!("pft-stopped-{pid}");
-    scene.container("create", &stopped, &[], &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    scene.container(
+        "create",
+        &stopped,
+        &[],
+        &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
+    );
     assert_usage_error(
-        &["attach", BRIDGE, "--external", &root_if, "--map", &spare(&stopped)],
+        &[
+            "attach",
+            BRIDGE,
+            "--external",
+            &root_if,
+            "--map",
+            &spare(&stopped),
+        ],
         &format!("container {stopped} is not running"),
     );
-    assert_usage_error(&["add", &spare(&stopped)], &format!("container {stopped} is not running"));
+    assert_usage_error(
+        &["add", &spare(&stopped)],
+        &format!("container {stopped} is not running"),
+    );
     assert_same_iptables(&iptables, "after the failed commands");
 
     drop(scene);
     let state = portfwd::state::StateDir::current().expect("netns cookie");
     assert!(!state.exists(), "{} is left", state.path.display());
-    eprintln!("docker test: passed in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "docker test: passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The engine unreachable: a usage error naming the socket (the resolver
@@ -629,6 +876,9 @@ fn unreachable_engine_is_a_usage_error() {
     let err = portfwd::docker::resolve(&socket, ["web"], &[BRIDGE.to_string()]).unwrap_err();
     assert!(err.is_usage(), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.starts_with(&format!("cannot reach the Docker engine at {socket}: ")), "{msg}");
+    assert!(
+        msg.starts_with(&format!("cannot reach the Docker engine at {socket}: ")),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'), "{msg}");
 }

@@ -40,7 +40,10 @@ fn add_while_attached_then_list_counts_traffic() {
     );
     ok(topo.portfwd(&["add", "8080=172.30.0.10:80"]), "add");
     for _ in 0..2 {
-        assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(), format!("web saw {CLIENT_IP}"));
+        assert_eq!(
+            http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(),
+            format!("web saw {CLIENT_IP}")
+        );
     }
     server.join().unwrap();
 
@@ -51,18 +54,32 @@ fn add_while_attached_then_list_counts_traffic() {
     assert_eq!(r["container_ip"], "172.30.0.10");
     assert_eq!(r["container_port"], 80);
     assert_eq!(r["connections"], 2, "two connections were opened: {r:#}");
-    let (p_in, p_out) = (r["packets_in"].as_u64().unwrap(), r["packets_out"].as_u64().unwrap());
-    assert!(p_in >= 6 && p_out >= 6, "each connection is at least 3 packets each way: {r:#}");
+    let (p_in, p_out) = (
+        r["packets_in"].as_u64().unwrap(),
+        r["packets_out"].as_u64().unwrap(),
+    );
+    assert!(
+        p_in >= 6 && p_out >= 6,
+        "each connection is at least 3 packets each way: {r:#}"
+    );
     assert_eq!(r["packets"].as_u64().unwrap(), p_in + p_out);
     assert!(r["bytes"].as_u64().unwrap() > r["bytes_in"].as_u64().unwrap());
     // The human table is there too.
     let table = ok(topo.portfwd(&["list"]), "list");
-    assert!(table.contains("0.0.0.0:8080") && table.contains("172.30.0.10:80"), "{table}");
+    assert!(
+        table.contains("0.0.0.0:8080") && table.contains("172.30.0.10:80"),
+        "{table}"
+    );
 }
 
 /// A server that sends `first` bytes, waits for a go signal, then sends
 /// `rest` bytes and closes. Returns whether every write succeeded.
-fn paused_sender(listener: TcpListener, first: usize, rest: usize, go: mpsc::Receiver<()>) -> std::thread::JoinHandle<bool> {
+fn paused_sender(
+    listener: TcpListener,
+    first: usize,
+    rest: usize,
+    go: mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<bool> {
     std::thread::spawn(move || {
         let (mut s, _) = accept_within(&listener, Duration::from_secs(10)).expect("no connection");
         s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -98,14 +115,24 @@ fn del_drains_established_flows_and_refuses_new_ones() {
     ok(topo.portfwd(&["del", "8080"]), "del");
     go.send(()).unwrap();
     let mut tail = Vec::new();
-    c.read_to_end(&mut tail).expect("the established transfer must complete after del");
+    c.read_to_end(&mut tail)
+        .expect("the established transfer must complete after del");
     got.extend_from_slice(&tail);
     assert!(server.join().unwrap(), "server writes failed");
     assert_eq!(got.len(), first + rest);
-    assert_eq!(Sha256::digest(&got), Sha256::digest(pattern(9, first + rest)), "drained data corrupted");
+    assert_eq!(
+        Sha256::digest(&got),
+        Sha256::digest(pattern(9, first + rest)),
+        "drained data corrupted"
+    );
 
-    let err = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect_err("new connections must not be forwarded");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "expected the host's RST, got {err}");
+    let err = connect_from(&topo.client.name, HOST_EXT_IP, 8080)
+        .expect_err("new connections must not be forwarded");
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "expected the host's RST, got {err}"
+    );
     assert!(list_json(&topo).is_empty());
 }
 
@@ -126,7 +153,13 @@ fn del_kill_ends_established_flows_on_both_ends() {
     let flows: Vec<serde_json::Value> = serde_json::from_str(&flows).unwrap();
     assert_eq!(flows.len(), 1, "{flows:#?}");
     assert_eq!(flows[0]["state"], "established");
-    assert!(flows[0]["client"].as_str().unwrap().starts_with("10.0.1.2:"), "{flows:#?}");
+    assert!(
+        flows[0]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.0.1.2:"),
+        "{flows:#?}"
+    );
 
     ok(topo.portfwd(&["del", "--kill", "8080"]), "del --kill");
     let start = Instant::now();
@@ -143,9 +176,19 @@ fn del_kill_ends_established_flows_on_both_ends() {
         }
     };
     assert_eq!(client_end, "reset", "the client must see a reset");
-    assert!(total < rest, "the killed transfer must not complete ({total} bytes)");
-    assert!(!server.join().unwrap(), "the container's writes must fail: its end was reset too");
-    assert!(start.elapsed() < Duration::from_secs(10), "kill took {:?}", start.elapsed());
+    assert!(
+        total < rest,
+        "the killed transfer must not complete ({total} bytes)"
+    );
+    assert!(
+        !server.join().unwrap(),
+        "the container's writes must fail: its end was reset too"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "kill took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -166,16 +209,33 @@ fn replace_under_load_has_zero_failures() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    ok(topo.portfwd(&["add", "--replace", "8080=172.30.0.11:80"]), "add --replace");
+    ok(
+        topo.portfwd(&["add", "--replace", "8080=172.30.0.11:80"]),
+        "add --replace",
+    );
     let results = client.join().unwrap();
-    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(), format!("B saw {CLIENT_IP}"));
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(),
+        format!("B saw {CLIENT_IP}")
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let failures: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
-    assert!(failures.is_empty(), "{} of {N} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {N} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     let bodies: Vec<&str> = results.iter().map(|r| r.as_deref().unwrap()).collect();
-    let first_b = bodies.iter().position(|b| b.starts_with("B ")).expect("B never answered after the replace");
+    let first_b = bodies
+        .iter()
+        .position(|b| b.starts_with("B "))
+        .expect("B never answered after the replace");
     assert!(first_b > 0, "A answered before the replace");
-    assert!(bodies[first_b..].iter().all(|b| b.starts_with("B ")), "A answered after B took over");
+    assert!(
+        bodies[first_b..].iter().all(|b| b.starts_with("B ")),
+        "A answered after B took over"
+    );
     assert_eq!(a.join().unwrap() + b.join().unwrap(), N + 1);
 }
 
@@ -185,13 +245,19 @@ fn udp_follows_replace_and_del_immediately() {
     let topo = Topology::new("udprep", 2);
     let servers: Vec<_> = (0..2)
         .map(|i| {
-            let sock = in_netns(&topo.containers[i].name, || UdpSocket::bind("0.0.0.0:53").unwrap());
+            let sock = in_netns(&topo.containers[i].name, || {
+                UdpSocket::bind("0.0.0.0:53").unwrap()
+            });
             sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 512];
                 let mut n_served = 0;
                 while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-                    let mut reply = if i == 0 { b"A:".to_vec() } else { b"B:".to_vec() };
+                    let mut reply = if i == 0 {
+                        b"A:".to_vec()
+                    } else {
+                        b"B:".to_vec()
+                    };
                     reply.extend_from_slice(&buf[..n]);
                     sock.send_to(&reply, peer).unwrap();
                     n_served += 1;
@@ -202,16 +268,26 @@ fn udp_follows_replace_and_del_immediately() {
         .collect();
     topo.attach(&["5353=172.30.0.10:53/udp"]);
     let sock = in_netns(&topo.client.name, || UdpSocket::bind("0.0.0.0:0").unwrap());
-    sock.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     let ask = |msg: &str| -> Option<String> {
         sock.send_to(msg.as_bytes(), (HOST_EXT_IP, 5353)).unwrap();
         let mut buf = [0u8; 512];
-        sock.recv_from(&mut buf).ok().map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+        sock.recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
     };
     assert_eq!(ask("1").as_deref(), Some("A:1"));
-    ok(topo.portfwd(&["add", "--replace", "5353=172.30.0.11:53/udp"]), "replace");
+    ok(
+        topo.portfwd(&["add", "--replace", "5353=172.30.0.11:53/udp"]),
+        "replace",
+    );
     // Same client socket, same 5-tuple: the very next datagram goes to B.
-    assert_eq!(ask("2").as_deref(), Some("B:2"), "UDP must follow the new mapping at once");
+    assert_eq!(
+        ask("2").as_deref(),
+        Some("B:2"),
+        "UDP must follow the new mapping at once"
+    );
     ok(topo.portfwd(&["del", "5353/udp"]), "del");
     assert_eq!(ask("3"), None, "UDP must stop at once after del");
     for s in servers {
@@ -223,11 +299,26 @@ fn udp_follows_replace_and_del_immediately() {
 fn port_ranges_add_and_del() {
     require_privileges!();
     let topo = Topology::new("range", 1);
-    let servers: Vec<_> = (0..3).map(|i| http_server(&topo.containers[0].name, 9000 + i, ["p0", "p1", "p2"][i as usize], 1)).collect();
+    let servers: Vec<_> = (0..3)
+        .map(|i| {
+            http_server(
+                &topo.containers[0].name,
+                9000 + i,
+                ["p0", "p1", "p2"][i as usize],
+                1,
+            )
+        })
+        .collect();
     topo.attach(&[]);
-    ok(topo.portfwd(&["add", "8000-8002=172.30.0.10:9000-9002"]), "add range");
+    ok(
+        topo.portfwd(&["add", "8000-8002=172.30.0.10:9000-9002"]),
+        "add range",
+    );
     for (i, name) in ["p0", "p1", "p2"].iter().enumerate() {
-        assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 8000 + i as u16).unwrap(), format!("{name} saw {CLIENT_IP}"));
+        assert_eq!(
+            http_get(&topo.client.name, HOST_EXT_IP, 8000 + i as u16).unwrap(),
+            format!("{name} saw {CLIENT_IP}")
+        );
     }
     for s in servers {
         s.join().unwrap();
@@ -236,7 +327,10 @@ fn port_ranges_add_and_del() {
     ok(topo.portfwd(&["del", "8000-8002"]), "del range");
     assert!(list_json(&topo).is_empty());
     for port in 8000..=8002 {
-        assert!(connect_from(&topo.client.name, HOST_EXT_IP, port).is_err(), "{port} still forwarded");
+        assert!(
+            connect_from(&topo.client.name, HOST_EXT_IP, port).is_err(),
+            "{port} still forwarded"
+        );
     }
 }
 
@@ -248,7 +342,12 @@ fn twenty_concurrent_adds_all_land() {
     let children: Vec<_> = (0..20)
         .map(|i| {
             Command::new(PORTFWD)
-                .args(["-n", &topo.host.name, "add", &format!("{}=172.30.0.10:{}", 7000 + i, 9000 + i)])
+                .args([
+                    "-n",
+                    &topo.host.name,
+                    "add",
+                    &format!("{}=172.30.0.10:{}", 7000 + i, 9000 + i),
+                ])
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -256,7 +355,11 @@ fn twenty_concurrent_adds_all_land() {
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "a concurrent add failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "a concurrent add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let rows = list_json(&topo);
     assert_eq!(rows.len(), 20, "every add must land: {rows:#?}");
@@ -273,10 +376,19 @@ fn duplicate_and_malformed_adds_exit_2_and_change_nothing() {
     let before = list_json(&topo);
     for (args, needle) in [
         (vec!["add", "8080=172.30.0.11:80"], "already published"),
-        (vec!["add", "10.0.1.1:8080=172.30.0.11:80"], "already published"),
-        (vec!["add", "8081=172.30.0.11:80", "8081=172.30.0.12:80"], "twice"),
+        (
+            vec!["add", "10.0.1.1:8080=172.30.0.11:80"],
+            "already published",
+        ),
+        (
+            vec!["add", "8081=172.30.0.11:80", "8081=172.30.0.12:80"],
+            "twice",
+        ),
         (vec!["add", "8081=nonsense"], "invalid mapping"),
-        (vec!["add", "8081-8083=172.30.0.11:80-81"], "differ in length"),
+        (
+            vec!["add", "8081-8083=172.30.0.11:80-81"],
+            "differ in length",
+        ),
         (vec!["del", "9999"], "not published"),
         (vec!["del", "0"], "port 0"),
     ] {
@@ -284,7 +396,10 @@ fn duplicate_and_malformed_adds_exit_2_and_change_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line expected: {err}");
-        assert!(err.contains(needle), "{args:?}: {err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: {err:?} should mention {needle:?}"
+        );
         assert_eq!(list_json(&topo), before, "{args:?} changed the table");
     }
 }
@@ -297,7 +412,12 @@ fn kill_9_during_a_batch_of_adds_leaves_a_consistent_table() {
     topo.attach(&["8080=172.30.0.10:80"]);
     // 20 000 mappings in one invocation; kill it part way through.
     let mut child = Command::new(PORTFWD)
-        .args(["-n", &topo.host.name, "add", "20000-39999=172.30.0.10:20000-39999"])
+        .args([
+            "-n",
+            &topo.host.name,
+            "add",
+            "20000-39999=172.30.0.10:20000-39999",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(150));
@@ -314,10 +434,19 @@ fn kill_9_during_a_batch_of_adds_leaves_a_consistent_table() {
         assert_eq!(r["container_ip"], "172.30.0.10", "torn mapping {r:#}");
     }
     // Forwarding still works, and the table still takes changes.
-    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(), format!("web saw {CLIENT_IP}"));
-    ok(topo.portfwd(&["add", "--replace", "20000-20099=172.30.0.10:20000-20099"]), "add after kill -9");
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(),
+        format!("web saw {CLIENT_IP}")
+    );
+    ok(
+        topo.portfwd(&["add", "--replace", "20000-20099=172.30.0.10:20000-20099"]),
+        "add after kill -9",
+    );
     ok(topo.portfwd(&["del", "20000-20099"]), "del after kill -9");
-    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(), format!("web saw {CLIENT_IP}"));
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(),
+        format!("web saw {CLIENT_IP}")
+    );
     server.join().unwrap();
 }
 
@@ -326,14 +455,22 @@ fn adding_a_port_a_host_process_holds_fails_unless_forced() {
     require_privileges!();
     let topo = Topology::new("held", 1);
     topo.attach(&[]);
-    let holder = in_netns(&topo.host.name, || TcpListener::bind("0.0.0.0:8085").unwrap());
+    let holder = in_netns(&topo.host.name, || {
+        TcpListener::bind("0.0.0.0:8085").unwrap()
+    });
     let out = topo.portfwd(&["add", "8085=172.30.0.10:80"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let pid = std::process::id().to_string();
-    assert!(err.contains("in use by") && err.contains(&pid), "the error must name the process (pid {pid}): {err}");
+    assert!(
+        err.contains("in use by") && err.contains(&pid),
+        "the error must name the process (pid {pid}): {err}"
+    );
     assert!(list_json(&topo).is_empty());
-    ok(topo.portfwd(&["add", "--force", "8085=172.30.0.10:80"]), "add --force");
+    ok(
+        topo.portfwd(&["add", "--force", "8085=172.30.0.10:80"]),
+        "add --force",
+    );
     assert_eq!(list_json(&topo).len(), 1);
     drop(holder);
 }
@@ -351,7 +488,10 @@ fn reattach_keeps_mappings_counters_and_flows() {
     let after = list_json(&topo);
     assert_eq!(after.len(), 1, "mappings must survive a re-attach");
     for field in ["packets", "bytes", "connections"] {
-        assert_eq!(after[0][field], before[0][field], "{field} reset by re-attach");
+        assert_eq!(
+            after[0][field], before[0][field],
+            "{field} reset by re-attach"
+        );
     }
     http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap();
     assert_eq!(list_json(&topo)[0]["connections"], 2);

@@ -118,7 +118,11 @@ fn python() -> &'static str {
             .args(["-c", "import sys; print(sys.executable)"])
             .output()
             .unwrap_or_else(|e| panic!("these tests need python3 for their hooked clients: {e}"));
-        assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "python3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if path.is_empty() {
             "python3".to_string()
@@ -205,7 +209,10 @@ fn hooked(topo: &Topology, ns: &str, ops: &[Value]) -> Vec<Value> {
     let results: Vec<Value> = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
         panic!("hooked client in {ns} ({status}) printed no result list ({e}); ops {ops_json}\nstdout: {out}\nstderr: {err}")
     });
-    let unexpected: Vec<&Value> = results.iter().filter(|r| r["as_expected"] != json!(true)).collect();
+    let unexpected: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["as_expected"] != json!(true))
+        .collect();
     assert!(
         unexpected.is_empty() && status.success(),
         "hooked client in {ns} ({status}): {} operation(s) did not go as expected:\n{}\nall results: {out}\nstderr: {err}",
@@ -242,8 +249,16 @@ fn bind_op(addr: &str, port: u16, proto: &str, expect: &str) -> Value {
 /// saw it.
 fn assert_page(r: &Value, body: &str, peer: (&str, u16)) {
     let what = format!("GET {}:{}", r["op"]["addr"], r["op"]["port"]);
-    assert_eq!(r["status"], json!("HTTP/1.1 200 OK"), "{what}: unexpected response: {r}");
-    assert_eq!(r["body"], json!(body), "{what}: reached the wrong server: {r}");
+    assert_eq!(
+        r["status"],
+        json!("HTTP/1.1 200 OK"),
+        "{what}: unexpected response: {r}"
+    );
+    assert_eq!(
+        r["body"],
+        json!(body),
+        "{what}: reached the wrong server: {r}"
+    );
     assert_eq!(
         r["peer"],
         json!([peer.0, peer.1]),
@@ -252,13 +267,25 @@ fn assert_page(r: &Value, body: &str, peer: (&str, u16)) {
 }
 
 fn assert_refused(r: &Value) {
-    assert_eq!(r["outcome"], json!("ConnectionRefusedError"), "connect must be refused: {r}");
+    assert_eq!(
+        r["outcome"],
+        json!("ConnectionRefusedError"),
+        "connect must be refused: {r}"
+    );
     assert_eq!(r["errno"], json!(libc::ECONNREFUSED), "{r}");
 }
 
 fn assert_bind_denied(r: &Value) {
-    assert_eq!(r["outcome"], json!("PermissionError"), "bind must be refused: {r}");
-    assert_eq!(r["errno"], json!(libc::EPERM), "bind must fail with EPERM: {r}");
+    assert_eq!(
+        r["outcome"],
+        json!("PermissionError"),
+        "bind must be refused: {r}"
+    );
+    assert_eq!(
+        r["errno"],
+        json!(libc::EPERM),
+        "bind must fail with EPERM: {r}"
+    );
 }
 
 fn assert_bound(r: &Value) {
@@ -270,14 +297,19 @@ fn assert_bound(r: &Value) {
 /// the payload, for up to `max` datagrams (or until nothing came for 15 s).
 /// Returns the peers it answered.
 fn udp_echo(ns: &str, port: u16, max: usize) -> JoinHandle<Vec<SocketAddr>> {
-    let sock = in_netns(ns, move || UdpSocket::bind(("0.0.0.0", port)).expect("bind the UDP echo server"));
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let sock = in_netns(ns, move || {
+        UdpSocket::bind(("0.0.0.0", port)).expect("bind the UDP echo server")
+    });
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     std::thread::spawn(move || {
         let mut peers = Vec::new();
         let mut buf = [0u8; 2048];
         let mut idle_since = Instant::now();
         while peers.len() < max && idle_since.elapsed() < Duration::from_secs(15) {
-            let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
             idle_since = Instant::now();
             let mut reply = b"echo:".to_vec();
             reply.extend_from_slice(&buf[..n]);
@@ -333,7 +365,13 @@ fn cgroup_prog_count(cgroup: &std::path::Path, attach_type: u32) -> u32 {
             std::mem::size_of::<ProgQueryAttr>() as u32,
         )
     };
-    assert_eq!(rc, 0, "BPF_PROG_QUERY on {}: {}", cgroup.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "BPF_PROG_QUERY on {}: {}",
+        cgroup.display(),
+        std::io::Error::last_os_error()
+    );
     attr.prog_cnt
 }
 
@@ -380,7 +418,9 @@ fn host_process_reaches_container_via_loopback_and_host_addresses() {
         TcpStream::connect_timeout(&"127.0.0.1:8080".parse().unwrap(), Duration::from_secs(5))
     });
     assert_eq!(
-        outside.expect_err("a process outside the cgroup must not be redirected").kind(),
+        outside
+            .expect_err("a process outside the cgroup must not be redirected")
+            .kind(),
         std::io::ErrorKind::ConnectionRefused
     );
 
@@ -389,7 +429,12 @@ fn host_process_reaches_container_via_loopback_and_host_addresses() {
     let r = hooked(
         &topo,
         &topo.host.name,
-        &[get("127.0.0.1", 8080), get("127.0.0.2", 8080), get(&ext, 8080), get(&bridge, 8080)],
+        &[
+            get("127.0.0.1", 8080),
+            get("127.0.0.2", 8080),
+            get(&ext, 8080),
+            get(&bridge, 8080),
+        ],
     );
     // The rewritten socket is routed to the container over the bridge: it
     // leaves from the bridge address.
@@ -399,8 +444,15 @@ fn host_process_reaches_container_via_loopback_and_host_addresses() {
     assert_page(&r[2], &page, (&ext, 8080));
     assert_page(&r[3], &page, (&bridge, 8080));
     let peers = server.join().unwrap();
-    assert_eq!(peers.len(), 4, "the container must have served every GET: {peers:?}");
-    assert!(peers.iter().all(|p| p.ip() == BRIDGE_IP), "container peers: {peers:?}");
+    assert_eq!(
+        peers.len(),
+        4,
+        "the container must have served every GET: {peers:?}"
+    );
+    assert!(
+        peers.iter().all(|p| p.ip() == BRIDGE_IP),
+        "container peers: {peers:?}"
+    );
 }
 
 #[test]
@@ -420,26 +472,58 @@ fn host_udp_via_loopback_replies_come_from_the_address_used() {
             udp_ask(&ext, 5353, false, "sendto-ext"),
         ],
     );
-    assert_eq!(r[0]["data"], json!("echo:sendto-lo"), "unconnected sendto via 127.0.0.1: {}", r[0]);
+    assert_eq!(
+        r[0]["data"],
+        json!("echo:sendto-lo"),
+        "unconnected sendto via 127.0.0.1: {}",
+        r[0]
+    );
     assert_eq!(
         r[0]["src"],
         json!(["127.0.0.1", 5353]),
         "recvfrom() must show the reply coming from the address sent to: {}",
         r[0]
     );
-    assert_eq!(r[1]["data"], json!("echo:connected-lo"), "connected socket via 127.0.0.1: {}", r[1]);
-    assert_eq!(r[1]["peer"], json!(["127.0.0.1", 5353]), "getpeername() of the connected UDP socket: {}", r[1]);
+    assert_eq!(
+        r[1]["data"],
+        json!("echo:connected-lo"),
+        "connected socket via 127.0.0.1: {}",
+        r[1]
+    );
+    assert_eq!(
+        r[1]["peer"],
+        json!(["127.0.0.1", 5353]),
+        "getpeername() of the connected UDP socket: {}",
+        r[1]
+    );
     assert_eq!(
         r[1]["src"],
         json!(["127.0.0.1", 5353]),
         "recvfrom() on the connected socket must show the address connected to: {}",
         r[1]
     );
-    assert_eq!(r[2]["data"], json!("echo:sendto-ext"), "sendto via the external address: {}", r[2]);
-    assert_eq!(r[2]["src"], json!([ext, 5353]), "reply source for the external address: {}", r[2]);
+    assert_eq!(
+        r[2]["data"],
+        json!("echo:sendto-ext"),
+        "sendto via the external address: {}",
+        r[2]
+    );
+    assert_eq!(
+        r[2]["src"],
+        json!([ext, 5353]),
+        "reply source for the external address: {}",
+        r[2]
+    );
     let peers = echo.join().unwrap();
-    assert_eq!(peers.len(), 3, "the container must have answered every datagram: {peers:?}");
-    assert!(peers.iter().all(|p| p.ip() == BRIDGE_IP), "container peers: {peers:?}");
+    assert_eq!(
+        peers.len(),
+        3,
+        "the container must have answered every datagram: {peers:?}"
+    );
+    assert!(
+        peers.iter().all(|p| p.ip() == BRIDGE_IP),
+        "container peers: {peers:?}"
+    );
 }
 
 #[test]
@@ -451,7 +535,11 @@ fn hairpin_from_another_container_and_from_the_container_itself() {
 
     let ext = HOST_EXT_IP.to_string();
     let bridge = BRIDGE_IP.to_string();
-    let r = hooked(&topo, &topo.containers[1].name, &[get(&ext, 8080), get(&bridge, 8080)]);
+    let r = hooked(
+        &topo,
+        &topo.containers[1].name,
+        &[get(&ext, 8080), get(&bridge, 8080)],
+    );
     let from_b = format!("web saw {}", container_ip(1));
     assert_page(&r[0], &from_b, (&ext, 8080));
     assert_page(&r[1], &from_b, (&bridge, 8080));
@@ -479,9 +567,12 @@ fn a_containers_own_localhost_is_never_rewritten() {
     });
     local.set_nonblocking(true).unwrap();
     let local_server = std::thread::spawn(move || {
-        let Some((mut s, _)) = accept_within(&local, Duration::from_secs(15)) else { return false };
+        let Some((mut s, _)) = accept_within(&local, Duration::from_secs(15)) else {
+            return false;
+        };
         read_http_head(&mut s);
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlocal");
+        let _ =
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlocal");
         true
     });
     topo.attach(&["8080=172.30.0.10:80"]);
@@ -490,13 +581,24 @@ fn a_containers_own_localhost_is_never_rewritten() {
     // The same hooked process: its own 127.0.0.1:8080 stays its own, while
     // the host address on the same port is hairpinned (proof that the hooks
     // do see this process).
-    let r = hooked(&topo, &topo.containers[1].name, &[get("127.0.0.1", 8080), get(&ext, 8080)]);
+    let r = hooked(
+        &topo,
+        &topo.containers[1].name,
+        &[get("127.0.0.1", 8080), get(&ext, 8080)],
+    );
     assert_page(&r[0], "local", ("127.0.0.1", 8080));
     assert_page(&r[1], &format!("web saw {}", container_ip(1)), (&ext, 8080));
 
-    assert!(local_server.join().unwrap(), "the container's local server got no connection");
+    assert!(
+        local_server.join().unwrap(),
+        "the container's local server got no connection"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(web.join().unwrap(), 1, "container 0 must have served only the hairpin GET");
+    assert_eq!(
+        web.join().unwrap(),
+        1,
+        "container 0 must have served only the hairpin GET"
+    );
 }
 
 #[test]
@@ -504,7 +606,10 @@ fn host_ip_mappings_are_reachable_only_through_their_address() {
     require_privileges!();
     let topo = Topology::new("hostip", 1);
     let server = http_server(&topo.containers[0].name, 80, "web", 2);
-    topo.attach(&["127.0.0.1:8081=172.30.0.10:80", "10.0.1.1:8082=172.30.0.10:80"]);
+    topo.attach(&[
+        "127.0.0.1:8081=172.30.0.10:80",
+        "10.0.1.1:8082=172.30.0.10:80",
+    ]);
 
     let ext = HOST_EXT_IP.to_string();
     let bridge = BRIDGE_IP.to_string();
@@ -536,7 +641,10 @@ fn no_local_leaves_host_clients_alone_but_keeps_remote_access_and_bind4() {
     let topo = Topology::new("nolocal", 1);
     let server = http_server(&topo.containers[0].name, 80, "web", 1);
     let out = topo.attach_with(&["8080=172.30.0.10:80"], &["--no-local"]);
-    assert!(out.contains("--no-local"), "attach should say host-local access is off: {out}");
+    assert!(
+        out.contains("--no-local"),
+        "attach should say host-local access is off: {out}"
+    );
     assert_eq!(
         cgroup_hooks(&topo.cgroup),
         hooks(1, 0),
@@ -548,13 +656,18 @@ fn no_local_leaves_host_clients_alone_but_keeps_remote_access_and_bind4() {
     let r = hooked(
         &topo,
         &topo.host.name,
-        &[refused("127.0.0.1", 8080), refused(&ext, 8080), bind_op("0.0.0.0", 8080, "tcp", "PermissionError")],
+        &[
+            refused("127.0.0.1", 8080),
+            refused(&ext, 8080),
+            bind_op("0.0.0.0", 8080, "tcp", "PermissionError"),
+        ],
     );
     assert_refused(&r[0]);
     assert_refused(&r[1]);
     assert_bind_denied(&r[2]);
 
-    let body = http_get(&topo.client.name, HOST_EXT_IP, 8080).expect("the remote client must still get through");
+    let body = http_get(&topo.client.name, HOST_EXT_IP, 8080)
+        .expect("the remote client must still get through");
     assert_eq!(body, format!("web saw {CLIENT_IP}"));
     assert_eq!(server.join().unwrap().len(), 1);
 }
@@ -585,11 +698,19 @@ fn published_ports_are_reserved_on_the_host_until_deleted() {
     assert_bound(&r[4]);
 
     // Containers are not affected.
-    let r = hooked(&topo, &topo.containers[0].name, &[bind_op("0.0.0.0", 8080, "tcp", "ok")]);
+    let r = hooked(
+        &topo,
+        &topo.containers[0].name,
+        &[bind_op("0.0.0.0", 8080, "tcp", "ok")],
+    );
     assert_bound(&r[0]);
 
     ok(topo.portfwd(&["del", "8080"]), "del 8080");
-    let r = hooked(&topo, &topo.host.name, &[bind_op("0.0.0.0", 8080, "tcp", "ok")]);
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[bind_op("0.0.0.0", 8080, "tcp", "ok")],
+    );
     assert_bound(&r[0]);
 }
 
@@ -616,7 +737,10 @@ fn detach_removes_the_cgroup_programs() {
     let r = hooked(
         &topo,
         &topo.host.name,
-        &[refused("127.0.0.1", 8080), bind_op("0.0.0.0", 8080, "tcp", "ok")],
+        &[
+            refused("127.0.0.1", 8080),
+            bind_op("0.0.0.0", 8080, "tcp", "ok"),
+        ],
     );
     assert_refused(&r[0]);
     assert_bound(&r[1]);

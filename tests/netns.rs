@@ -27,15 +27,26 @@ fn http_through_mapping_preserves_client_ip() {
     let topo = Topology::new("http", 1);
     let server = http_server(&topo.containers[0].name, 80, "web", 1);
     let out = topo.attach(&["8080=172.30.0.10:80"]);
-    assert!(out.contains("h0"), "attach should name the external interface it used: {out}");
+    assert!(
+        out.contains("h0"),
+        "attach should name the external interface it used: {out}"
+    );
 
     let body = http_get(&topo.client.name, HOST_EXT_IP, 8080).expect("GET through the mapping");
-    assert_eq!(body, format!("web saw {CLIENT_IP}"), "the container must see the real client address");
+    assert_eq!(
+        body,
+        format!("web saw {CLIENT_IP}"),
+        "the container must see the real client address"
+    );
     let peers = server.join().unwrap();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].ip(), std::net::IpAddr::V4(CLIENT_IP));
     // No proxy: the host namespace holds no socket for the flow.
-    assert!(topo.host_sockets("all").is_empty(), "host has sockets: {:?}", topo.host_sockets("all"));
+    assert!(
+        topo.host_sockets("all").is_empty(),
+        "host has sockets: {:?}",
+        topo.host_sockets("all")
+    );
 }
 
 #[test]
@@ -49,7 +60,8 @@ fn half_close_reply_after_client_shutdown() {
     let server = std::thread::spawn(move || {
         let (mut s, _) = accept_within(&listener, Duration::from_secs(10)).expect("no connection");
         let mut request = Vec::new();
-        s.read_to_end(&mut request).expect("read until the client's FIN");
+        s.read_to_end(&mut request)
+            .expect("read until the client's FIN");
         // Only now, after the client has half-closed, send the whole reply.
         s.write_all(&reply).expect("write reply");
         request
@@ -58,9 +70,14 @@ fn half_close_reply_after_client_shutdown() {
     c.write_all(b"request body, then FIN").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     let mut got = Vec::new();
-    c.read_to_end(&mut got).expect("read reply after half-close");
+    c.read_to_end(&mut got)
+        .expect("read reply after half-close");
     assert_eq!(server.join().unwrap(), b"request body, then FIN");
-    assert_eq!(got.len(), expected.len(), "reply truncated after half-close");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "reply truncated after half-close"
+    );
     assert!(got == expected, "reply corrupted after half-close");
 }
 
@@ -72,7 +89,8 @@ fn close_without_content_length_leaves_no_half_open_sockets() {
     topo.attach(&["8080=172.30.0.10:80"]);
     let server = std::thread::spawn(move || {
         for _ in 0..3 {
-            let (mut s, _) = accept_within(&listener, Duration::from_secs(10)).expect("no connection");
+            let (mut s, _) =
+                accept_within(&listener, Duration::from_secs(10)).expect("no connection");
             read_http_head(&mut s);
             s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close")
                 .unwrap();
@@ -85,14 +103,22 @@ fn close_without_content_length_leaves_no_half_open_sockets() {
         c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         let start = Instant::now();
         let mut resp = String::new();
-        c.read_to_string(&mut resp).expect("EOF must arrive promptly (read timed out)");
+        c.read_to_string(&mut resp)
+            .expect("EOF must arrive promptly (read timed out)");
         assert!(resp.ends_with("body until close"), "got {resp:?}");
-        assert!(start.elapsed() < Duration::from_secs(2), "EOF took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "EOF took {:?}",
+            start.elapsed()
+        );
     }
     server.join().unwrap();
     for state in ["close-wait", "fin-wait-2"] {
         let socks = topo.host_sockets(state);
-        assert!(socks.is_empty(), "host namespace has {state} sockets: {socks:?}");
+        assert!(
+            socks.is_empty(),
+            "host namespace has {state} sockets: {socks:?}"
+        );
     }
 }
 
@@ -149,8 +175,12 @@ fn sixty_four_mib_each_way_with_matching_sha256() {
 fn udp_concurrent_clients_get_their_own_replies() {
     require_privileges!();
     let topo = Topology::new("udp", 1);
-    let server_sock = in_netns(&topo.containers[0].name, || UdpSocket::bind("0.0.0.0:53").unwrap());
-    server_sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let server_sock = in_netns(&topo.containers[0].name, || {
+        UdpSocket::bind("0.0.0.0:53").unwrap()
+    });
+    server_sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     topo.attach(&["5353=172.30.0.10:53/udp"]);
     const CLIENTS: usize = 4;
     const PER_CLIENT: usize = 25;
@@ -158,7 +188,9 @@ fn udp_concurrent_clients_get_their_own_replies() {
         let mut buf = [0u8; 1500];
         let mut peers = std::collections::BTreeSet::new();
         for _ in 0..CLIENTS * PER_CLIENT {
-            let Ok((n, peer)) = server_sock.recv_from(&mut buf) else { break };
+            let Ok((n, peer)) = server_sock.recv_from(&mut buf) else {
+                break;
+            };
             let mut reply = b"echo:".to_vec();
             reply.extend_from_slice(&buf[..n]);
             server_sock.send_to(&reply, peer).unwrap();
@@ -178,8 +210,15 @@ fn udp_concurrent_clients_get_their_own_replies() {
                     s.send_to(msg.as_bytes(), target).unwrap();
                     let mut buf = [0u8; 1500];
                     let (n, from) = s.recv_from(&mut buf).expect("UDP reply lost");
-                    assert_eq!(from, target, "reply must come from the address the client sent to");
-                    assert_eq!(&buf[..n], format!("echo:{msg}").as_bytes(), "client {i} got another's reply");
+                    assert_eq!(
+                        from, target,
+                        "reply must come from the address the client sent to"
+                    );
+                    assert_eq!(
+                        &buf[..n],
+                        format!("echo:{msg}").as_bytes(),
+                        "client {i} got another's reply"
+                    );
                     ok += 1;
                 }
                 ok
@@ -190,8 +229,14 @@ fn udp_concurrent_clients_get_their_own_replies() {
         assert_eq!(c.join().unwrap(), PER_CLIENT);
     }
     let peers = server.join().unwrap();
-    assert_eq!(peers.len(), CLIENTS, "the server should see each client's own address and port");
-    assert!(peers.iter().all(|p| p.ip() == std::net::IpAddr::V4(CLIENT_IP)));
+    assert_eq!(
+        peers.len(),
+        CLIENTS,
+        "the server should see each client's own address and port"
+    );
+    assert!(peers
+        .iter()
+        .all(|p| p.ip() == std::net::IpAddr::V4(CLIENT_IP)));
 }
 
 #[test]
@@ -201,21 +246,39 @@ fn two_mappings_and_everything_else_untouched() {
     // Routed traffic to a container's own address goes through the host's
     // normal forwarding path, which portfwd must leave alone.
     topo.host.sysctl("net.ipv4.ip_forward", "1");
-    topo.client.ip(&["route", "add", "172.30.0.0/16", "via", "10.0.1.1"]);
+    topo.client
+        .ip(&["route", "add", "172.30.0.0/16", "via", "10.0.1.1"]);
     let a = http_server(&topo.containers[0].name, 80, "A", 2);
     let b = http_server(&topo.containers[1].name, 80, "B", 1);
     topo.attach(&["8080=172.30.0.10:80", "9090=172.30.0.11:80"]);
 
-    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(), format!("A saw {CLIENT_IP}"));
-    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 9090).unwrap(), format!("B saw {CLIENT_IP}"));
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(),
+        format!("A saw {CLIENT_IP}")
+    );
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 9090).unwrap(),
+        format!("B saw {CLIENT_IP}")
+    );
 
     // An unmapped port gets the host's own answer: nothing listens, so RST.
-    let err = connect_from(&topo.client.name, HOST_EXT_IP, 7070).expect_err("unmapped port must not connect");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "expected RST, got {err}");
+    let err = connect_from(&topo.client.name, HOST_EXT_IP, 7070)
+        .expect_err("unmapped port must not connect");
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "expected RST, got {err}"
+    );
 
     // ICMP to the host is untouched.
-    let ping = topo.client.exec(&["ping", "-c", "1", "-W", "2", "10.0.1.1"]);
-    assert!(ping.status.success(), "ping to the host failed: {}", String::from_utf8_lossy(&ping.stdout));
+    let ping = topo
+        .client
+        .exec(&["ping", "-c", "1", "-W", "2", "10.0.1.1"]);
+    assert!(
+        ping.status.success(),
+        "ping to the host failed: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
 
     // Routed to the container's own IP: reaches A directly, client IP intact.
     assert_eq!(
@@ -233,16 +296,30 @@ fn detach_leaves_no_program_and_no_pin() {
     let server = http_server(&topo.containers[0].name, 80, "web", 1);
     topo.attach(&["8080=172.30.0.10:80"]);
     let dir = topo.state_dir();
-    assert!(dir.is_dir(), "state should be pinned under {}", dir.display());
+    assert!(
+        dir.is_dir(),
+        "state should be pinned under {}",
+        dir.display()
+    );
     assert_eq!(tcx_ingress_programs(&topo.host.name, "h0").len(), 1);
     assert_eq!(tcx_ingress_programs(&topo.host.name, "docker0").len(), 1);
     assert!(http_get(&topo.client.name, HOST_EXT_IP, 8080).is_ok());
     server.join().unwrap();
 
     let out = topo.portfwd(&["detach", "docker0"]);
-    assert!(out.status.success(), "detach: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(tcx_ingress_programs(&topo.host.name, "h0").is_empty(), "program left on h0");
-    assert!(tcx_ingress_programs(&topo.host.name, "docker0").is_empty(), "program left on docker0");
+    assert!(
+        out.status.success(),
+        "detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        tcx_ingress_programs(&topo.host.name, "h0").is_empty(),
+        "program left on h0"
+    );
+    assert!(
+        tcx_ingress_programs(&topo.host.name, "docker0").is_empty(),
+        "program left on docker0"
+    );
     assert!(!dir.exists(), "pins left behind in {}", dir.display());
     let err = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect_err("mapping must be gone");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -282,10 +359,17 @@ fn reattach_updates_in_place_and_keeps_established_flows() {
     topo.attach(&["9090=172.30.0.11:80"]);
     roundtrip(b"after re-attach");
     let after = tcx_ingress_programs(&topo.host.name, "h0");
-    assert_eq!(after.len(), 1, "re-attach must not stack programs: {after:?}");
+    assert_eq!(
+        after.len(),
+        1,
+        "re-attach must not stack programs: {after:?}"
+    );
     assert_ne!(before, after, "re-attach should load the new program");
     assert_eq!(tcx_ingress_programs(&topo.host.name, "docker0").len(), 1);
-    assert_eq!(http_get(&topo.client.name, HOST_EXT_IP, 9090).unwrap(), format!("B saw {CLIENT_IP}"));
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 9090).unwrap(),
+        format!("B saw {CLIENT_IP}")
+    );
     roundtrip(b"still there");
     drop(c);
     server.join().unwrap();

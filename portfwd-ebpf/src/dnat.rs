@@ -65,7 +65,14 @@ pub fn from_external(ctx: &TcContext) -> i32 {
     if let Err(reason) = conntrack::create(&flow, &b, m.map_addr_be, ingress_ifindex(ctx), now) {
         return stats::drop(reason);
     }
-    stats::mapping(m.map_addr_be, flow.dport_be, flow.proto, Dir::Forward, flow.ip_len as u64, true);
+    stats::mapping(
+        m.map_addr_be,
+        flow.dport_be,
+        flow.proto,
+        Dir::Forward,
+        flow.ip_len as u64,
+        true,
+    );
     forward(ctx, &flow, b.addr_be, b.port_be, b.bridge_ifindex)
 }
 
@@ -78,8 +85,21 @@ fn follow(ctx: &TcContext, flow: &Flow, key: &CtKey, e: *mut CtEntry, now: u64) 
     if let Some(verdict) = reset::if_killed(ctx, flow, entry, now) {
         return verdict;
     }
-    stats::mapping(entry.map_addr_be, flow.dport_be, flow.proto, Dir::Forward, flow.ip_len as u64, false);
-    forward(ctx, flow, entry.nat_addr_be, entry.nat_port_be, entry.ifindex)
+    stats::mapping(
+        entry.map_addr_be,
+        flow.dport_be,
+        flow.proto,
+        Dir::Forward,
+        flow.ip_len as u64,
+        false,
+    );
+    forward(
+        ctx,
+        flow,
+        entry.nat_addr_be,
+        entry.nat_port_be,
+        entry.ifindex,
+    )
 }
 
 /// The mapping for a packet: the wildcard applies only to the host's own

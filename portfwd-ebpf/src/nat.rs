@@ -3,10 +3,15 @@
 //! The kernel helpers do the arithmetic and keep `skb->csum` right for
 //! CHECKSUM_COMPLETE packets and the pseudo-header sum right for
 //! CHECKSUM_PARTIAL ones (veth, TSO), so nothing is recomputed from scratch.
-use aya_ebpf::{bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR}, programs::TcContext};
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::TcContext,
+};
 use portfwd_common::stat;
 
-use crate::parse::{Flow, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF};
+use crate::parse::{
+    Flow, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF,
+};
 
 /// Which end of the packet to rewrite.
 #[derive(Clone, Copy)]
@@ -21,14 +26,24 @@ pub enum Side {
 /// Returns the drop reason on failure; the caller must then drop the packet,
 /// which may be half rewritten.
 #[inline(always)]
-pub fn rewrite(ctx: &TcContext, flow: &Flow, side: Side, addr_be: u32, port_be: u16) -> Result<(), u32> {
+pub fn rewrite(
+    ctx: &TcContext,
+    flow: &Flow,
+    side: Side,
+    addr_be: u32,
+    port_be: u16,
+) -> Result<(), u32> {
     let (old_addr, old_port, addr_off, port_off) = match side {
         Side::Dst => (flow.daddr_be, flow.dport_be, IP_DADDR_OFF, L4_DPORT_OFF),
         Side::Src => (flow.saddr_be, flow.sport_be, IP_SADDR_OFF, L4_SPORT_OFF),
     };
     // UDP: a zero checksum means "none" and must stay zero; a computed zero
     // must become 0xffff. BPF_F_MARK_MANGLED_0 does both.
-    let l4_flags = if flow.is_tcp() { 0 } else { BPF_F_MARK_MANGLED_0 as u64 };
+    let l4_flags = if flow.is_tcp() {
+        0
+    } else {
+        BPF_F_MARK_MANGLED_0 as u64
+    };
     let csum_off = flow.l4_csum_off();
 
     if old_addr != addr_be {
@@ -61,7 +76,8 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, side: Side, addr_be: u32, port_be: 
 pub fn redirect_neigh(ifindex: u32) -> i32 {
     // SAFETY: a NULL params pointer with length 0 is the documented way to ask
     // the helper for a route lookup on the packet's own destination.
-    let ret = unsafe { aya_ebpf::helpers::bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
+    let ret =
+        unsafe { aya_ebpf::helpers::bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
     if ret == aya_ebpf::bindings::TC_ACT_REDIRECT as i64 {
         ret as i32
     } else {

@@ -6,7 +6,9 @@
 //! since no ACK comes any more) are bounced back to it as RSTs carrying the
 //! sequence number it acknowledged last, which resets the sender too.
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
-use portfwd_common::{stat, CtEntry, CT_F_CLOSING, CT_F_KILL, CT_F_KILL_SENT, CT_LIFETIME_CLOSE_NS};
+use portfwd_common::{
+    stat, CtEntry, CT_F_CLOSING, CT_F_KILL, CT_F_KILL_SENT, CT_LIFETIME_CLOSE_NS,
+};
 
 use crate::{
     dnat::ingress_ifindex,
@@ -81,14 +83,23 @@ fn try_reflect(ctx: &TcContext, flow: &Flow) -> Result<(), u32> {
     let src_mac: [u8; 6] = ctx.load(6).map_err(|_| stat::DROP_STORE)?;
     ctx.store(0, &src_mac, 0).map_err(|_| stat::DROP_STORE)?;
     ctx.store(6, &dst_mac, 0).map_err(|_| stat::DROP_STORE)?;
-    ctx.store(ETH_HLEN + IP_SADDR_OFF, &flow.daddr_be, 0).map_err(|_| stat::DROP_STORE)?;
-    ctx.store(ETH_HLEN + IP_DADDR_OFF, &flow.saddr_be, 0).map_err(|_| stat::DROP_STORE)?;
-    ctx.store(flow.l4_off + L4_SPORT_OFF, &flow.dport_be, 0).map_err(|_| stat::DROP_STORE)?;
-    ctx.store(flow.l4_off + L4_DPORT_OFF, &flow.sport_be, 0).map_err(|_| stat::DROP_STORE)?;
-    let seq: u32 = ctx.load(flow.l4_off + TCP_SEQ_OFF).map_err(|_| stat::DROP_STORE)?;
-    let ack: u32 = ctx.load(flow.l4_off + TCP_ACK_SEQ_OFF).map_err(|_| stat::DROP_STORE)?;
+    ctx.store(ETH_HLEN + IP_SADDR_OFF, &flow.daddr_be, 0)
+        .map_err(|_| stat::DROP_STORE)?;
+    ctx.store(ETH_HLEN + IP_DADDR_OFF, &flow.saddr_be, 0)
+        .map_err(|_| stat::DROP_STORE)?;
+    ctx.store(flow.l4_off + L4_SPORT_OFF, &flow.dport_be, 0)
+        .map_err(|_| stat::DROP_STORE)?;
+    ctx.store(flow.l4_off + L4_DPORT_OFF, &flow.sport_be, 0)
+        .map_err(|_| stat::DROP_STORE)?;
+    let seq: u32 = ctx
+        .load(flow.l4_off + TCP_SEQ_OFF)
+        .map_err(|_| stat::DROP_STORE)?;
+    let ack: u32 = ctx
+        .load(flow.l4_off + TCP_ACK_SEQ_OFF)
+        .map_err(|_| stat::DROP_STORE)?;
     ctx.l4_csum_replace(flow.l4_csum_off(), seq as u64, ack as u64, 4)
         .map_err(|_| stat::DROP_CSUM_L4)?;
-    ctx.store(flow.l4_off + TCP_SEQ_OFF, &ack, 0).map_err(|_| stat::DROP_STORE)?;
+    ctx.store(flow.l4_off + TCP_SEQ_OFF, &ack, 0)
+        .map_err(|_| stat::DROP_STORE)?;
     set_rst_only(ctx, flow)
 }

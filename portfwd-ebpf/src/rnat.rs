@@ -33,7 +33,14 @@ pub fn from_bridge(ctx: &TcContext) -> i32 {
         return verdict;
     }
     let port = conntrack::host_port(&key, entry);
-    stats::mapping(entry.map_addr_be, port, flow.proto, Dir::Reverse, flow.ip_len as u64, false);
+    stats::mapping(
+        entry.map_addr_be,
+        port,
+        flow.proto,
+        Dir::Reverse,
+        flow.ip_len as u64,
+        false,
+    );
     if let Err(reason) = nat::rewrite(ctx, &flow, Side::Src, entry.nat_addr_be, entry.nat_port_be) {
         return stats::drop(reason);
     }

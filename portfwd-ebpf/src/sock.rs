@@ -132,7 +132,14 @@ pub fn bind(ctx: &SockAddrContext) -> i32 {
     }
     let taken = if addr.user_ip4 == 0 {
         // SAFETY: presence check only.
-        unsafe { PORTS.get(&PortKey { port_be: port, proto, pad: 0 }) }.is_some()
+        unsafe {
+            PORTS.get(&PortKey {
+                port_be: port,
+                proto,
+                pad: 0,
+            })
+        }
+        .is_some()
     } else {
         let mut key = MapKey {
             addr_be: 0,

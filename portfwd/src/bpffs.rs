@@ -33,10 +33,19 @@ pub fn ensure_mounted() -> Result<()> {
     let fstype = CString::new("bpf").expect("no NUL");
     // SAFETY: mount(2) with valid C strings and no data.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        return Err(fail(format!("mount failed: {}", std::io::Error::last_os_error())));
+        return Err(fail(format!(
+            "mount failed: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     if !is_bpffs(path) {
         return Err(fail("mounted, but it is not a BPF filesystem".into()));

@@ -13,7 +13,9 @@ pub fn default_root() -> Result<PathBuf> {
     let mut mounts = Vec::new();
     for line in info.lines() {
         // ... mount_point ... - fstype source options
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         if right.split_whitespace().next() != Some("cgroup2") {
             continue;
         }
@@ -36,7 +38,8 @@ pub fn require_cgroup2(path: &Path) -> Result<()> {
     // SAFETY: statfs fills a zeroed struct from a valid C string.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC;
+    let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0
+        && st.f_type as i64 == CGROUP2_SUPER_MAGIC;
     if ok && path.is_dir() {
         Ok(())
     } else {

@@ -25,7 +25,12 @@ use crate::{
 };
 
 /// The cgroup sock_addr programs that serve host-local and hairpin clients.
-pub const LOCAL_PROGRAMS: [&str; 4] = [PROG_CONNECT4, PROG_SENDMSG4, PROG_RECVMSG4, PROG_GETPEERNAME4];
+pub const LOCAL_PROGRAMS: [&str; 4] = [
+    PROG_CONNECT4,
+    PROG_SENDMSG4,
+    PROG_RECVMSG4,
+    PROG_GETPEERNAME4,
+];
 
 /// Loads the object for the current network namespace (whose cookie the
 /// socket hooks compare against). With `state`, every map is opened from its
@@ -61,7 +66,12 @@ pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
 
 pub fn sock_addr<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr> {
     ebpf.program_mut(name)
-        .ok_or_else(|| Error::ebpf(name.to_string(), io::Error::other("program missing from object")))?
+        .ok_or_else(|| {
+            Error::ebpf(
+                name.to_string(),
+                io::Error::other("program missing from object"),
+            )
+        })?
         .try_into()
         .map_err(|e| Error::ebpf(format!("program {name}"), e))
 }
@@ -79,7 +89,9 @@ pub fn attach_cgroup_pinned(prog: &mut CgroupSockAddr, cgroup: &Path, pin: &Path
         // wants no multi-attach flag with them (EINVAL).
         .attach(&dir, CgroupAttachMode::Single)
         .map_err(|e| Error::ebpf(format!("attaching to cgroup {}", cgroup.display()), e))?;
-    let link = prog.take_link(id).map_err(|e| Error::ebpf("take_link", e))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| Error::ebpf("take_link", e))?;
     let link: FdLink = link
         .try_into()
         .map_err(|e| Error::ebpf(format!("cgroup link on {}", cgroup.display()), e))?;
@@ -97,7 +109,12 @@ pub fn attach_cgroup_pinned(prog: &mut CgroupSockAddr, cgroup: &Path, pin: &Path
 
 pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     ebpf.program_mut(name)
-        .ok_or_else(|| Error::ebpf(name.to_string(), io::Error::other("program missing from object")))?
+        .ok_or_else(|| {
+            Error::ebpf(
+                name.to_string(),
+                io::Error::other("program missing from object"),
+            )
+        })?
         .try_into()
         .map_err(|e| Error::ebpf(format!("program {name}"), e))
 }
@@ -118,7 +135,9 @@ pub fn attach_pinned(prog: &mut SchedClassifier, ifname: &str, pin: &Path) -> Re
             match replaced {
                 Ok(id) => {
                     // The pin keeps the link; dropping our fd is fine.
-                    let _link = prog.take_link(id).map_err(|e| Error::ebpf("take_link", e))?;
+                    let _link = prog
+                        .take_link(id)
+                        .map_err(|e| Error::ebpf("take_link", e))?;
                     return Ok(());
                 }
                 Err(_) => {
@@ -138,7 +157,9 @@ pub fn attach_pinned(prog: &mut SchedClassifier, ifname: &str, pin: &Path) -> Re
             TcAttachOptions::TcxOrder(LinkOrder::default()),
         )
         .map_err(|e| Error::ebpf(format!("attaching to {ifname} ingress"), e))?;
-    let link = prog.take_link(id).map_err(|e| Error::ebpf("take_link", e))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| Error::ebpf("take_link", e))?;
     let link: FdLink = link
         .try_into()
         .map_err(|e| Error::ebpf(format!("TCX link on {ifname}"), e))?;
@@ -158,7 +179,8 @@ pub fn detach_pinned(pin: &Path) -> Result<()> {
             Ok(())
         }
         Err(_) if !pin.exists() => Ok(()),
-        Err(_) => std::fs::remove_file(pin).map_err(|e| Error::io(format!("removing {}", pin.display()), e)),
+        Err(_) => std::fs::remove_file(pin)
+            .map_err(|e| Error::io(format!("removing {}", pin.display()), e)),
     }
 }
 
@@ -176,8 +198,12 @@ impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         let mut take = |name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| Error::ebpf(name.to_string(), io::Error::other("map missing from object")))
+            ebpf.take_map(name).ok_or_else(|| {
+                Error::ebpf(
+                    name.to_string(),
+                    io::Error::other("map missing from object"),
+                )
+            })
         };
         let maps = [
             take(MAP_MAPPINGS)?,
@@ -216,7 +242,8 @@ impl Maps {
             conntrack: HashMap::try_from(conntrack).map_err(|e| typed(MAP_CONNTRACK, e))?,
             local_addrs: HashMap::try_from(local).map_err(|e| typed(MAP_LOCAL_ADDRS, e))?,
             stats: PerCpuArray::try_from(stats).map_err(|e| typed(MAP_STATS, e))?,
-            mapping_stats: PerCpuHashMap::try_from(mstats).map_err(|e| typed(MAP_MAPPING_STATS, e))?,
+            mapping_stats: PerCpuHashMap::try_from(mstats)
+                .map_err(|e| typed(MAP_MAPPING_STATS, e))?,
             ports: HashMap::try_from(ports).map_err(|e| typed(MAP_PORTS, e))?,
         })
     }
@@ -227,7 +254,10 @@ impl Maps {
     }
 
     /// Makes `pf_local` hold exactly `addrs`.
-    pub fn sync_local_addrs(&mut self, addrs: &std::collections::BTreeMap<Ipv4Addr, u32>) -> Result<()> {
+    pub fn sync_local_addrs(
+        &mut self,
+        addrs: &std::collections::BTreeMap<Ipv4Addr, u32>,
+    ) -> Result<()> {
         let wanted: std::collections::BTreeMap<u32, u32> = addrs
             .iter()
             .map(|(a, i)| (u32::from_ne_bytes(a.octets()), *i))

@@ -93,9 +93,9 @@ impl Engine {
             .runtime
             .block_on(self.docker.inspect_container(name, None))
             .map_err(|e| match e {
-                ApiError::DockerResponseServerError { status_code: 404, .. } => {
-                    Error::NoSuchContainer(name.to_string())
-                }
+                ApiError::DockerResponseServerError {
+                    status_code: 404, ..
+                } => Error::NoSuchContainer(name.to_string()),
                 e => self.request_failed(&format!("container {name}"), &e),
             })?;
         if !is_running(&info) {
@@ -178,7 +178,11 @@ struct OnNetwork {
 /// "the first" is the same on every run); networks where it has none (host,
 /// none, an IPv6-only network) are left out.
 fn addresses(info: &ContainerInspectResponse) -> BTreeMap<String, OnNetwork> {
-    let Some(networks) = info.network_settings.as_ref().and_then(|n| n.networks.as_ref()) else {
+    let Some(networks) = info
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+    else {
         return BTreeMap::new();
     };
     networks
@@ -188,7 +192,11 @@ fn addresses(info: &ContainerInspectResponse) -> BTreeMap<String, OnNetwork> {
             if ip.is_unspecified() {
                 return None;
             }
-            let network_id = endpoint.network_id.clone().filter(|id| !id.is_empty()).unwrap_or_else(|| name.clone());
+            let network_id = endpoint
+                .network_id
+                .clone()
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| name.clone());
             Some((name.clone(), OnNetwork { network_id, ip }))
         })
         .collect()
@@ -198,7 +206,11 @@ fn addresses(info: &ContainerInspectResponse) -> BTreeMap<String, OnNetwork> {
 /// options name (the default network's docker0 among them), else Docker's
 /// default name for it, `br-` and the first 12 digits of the network id.
 fn bridge_interface(network: &NetworkInspect) -> Option<String> {
-    if let Some(name) = network.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION)) {
+    if let Some(name) = network
+        .options
+        .as_ref()
+        .and_then(|o| o.get(BRIDGE_NAME_OPTION))
+    {
         if !name.is_empty() {
             return Some(name.clone());
         }
@@ -253,7 +265,12 @@ mod tests {
                 ..Default::default()
             }),
             network_settings: Some(NetworkSettings {
-                networks: Some(networks.iter().map(|(n, e)| (n.to_string(), e.clone())).collect()),
+                networks: Some(
+                    networks
+                        .iter()
+                        .map(|(n, e)| (n.to_string(), e.clone()))
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             ..Default::default()
@@ -271,10 +288,16 @@ mod tests {
                 ("v6", endpoint("v1", "fd00::2")),
             ],
         );
-        let got: Vec<_> = addresses(&info).into_iter().map(|(n, on)| (n, on.ip)).collect();
+        let got: Vec<_> = addresses(&info)
+            .into_iter()
+            .map(|(n, on)| (n, on.ip))
+            .collect();
         assert_eq!(
             got,
-            [("bridge".to_string(), Ipv4Addr::new(172, 17, 0, 2)), ("zeta".to_string(), Ipv4Addr::new(10, 9, 0, 2))]
+            [
+                ("bridge".to_string(), Ipv4Addr::new(172, 17, 0, 2)),
+                ("zeta".to_string(), Ipv4Addr::new(10, 9, 0, 2))
+            ]
         );
         assert!(addresses(&container(true, &[])).is_empty());
         assert!(addresses(&ContainerInspectResponse::default()).is_empty());
@@ -298,7 +321,10 @@ mod tests {
         };
         assert_eq!(bridge_interface(&default).as_deref(), Some("docker0"));
         default.options = None;
-        assert_eq!(bridge_interface(&default).as_deref(), Some("br-0123456789ab"));
+        assert_eq!(
+            bridge_interface(&default).as_deref(),
+            Some("br-0123456789ab")
+        );
         default.driver = Some("macvlan".into());
         assert_eq!(bridge_interface(&default), None);
     }
@@ -312,7 +338,10 @@ mod tests {
         assert!(matches!(err, Error::NoEngine { .. }), "{err:?}");
         assert!(err.is_usage());
         let msg = err.to_string();
-        assert!(msg.starts_with(&format!("cannot reach the Docker engine at {socket}: ")), "{msg}");
+        assert!(
+            msg.starts_with(&format!("cannot reach the Docker engine at {socket}: ")),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'), "{msg}");
     }
 

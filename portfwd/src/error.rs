@@ -19,7 +19,9 @@ pub enum Error {
     NotPublished(String),
     #[error("host port {port} is in use by {owner}; use --force to publish it anyway")]
     PortInUse { port: String, owner: String },
-    #[error("no cgroup2 filesystem found (looked in /proc/self/mountinfo); name one with --cgroup")]
+    #[error(
+        "no cgroup2 filesystem found (looked in /proc/self/mountinfo); name one with --cgroup"
+    )]
     NoCgroup2,
     #[error("{0} is not a cgroup2 directory")]
     NotCgroup(String),

@@ -66,7 +66,8 @@ pub fn default_route_interfaces() -> Result<Vec<String>> {
     for line in table.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
-        if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" && !out.iter().any(|o| o == f[0]) {
+        if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" && !out.iter().any(|o| o == f[0])
+        {
             out.push(f[0].to_string());
         }
     }
@@ -75,7 +76,10 @@ pub fn default_route_interfaces() -> Result<Vec<String>> {
 
 /// Every IPv4 address in the namespace, with the index of its interface.
 pub fn local_ipv4_addresses() -> Result<BTreeMap<Ipv4Addr, u32>> {
-    Ok(ipv4_networks()?.into_iter().map(|n| (n.addr, n.ifindex)).collect())
+    Ok(ipv4_networks()?
+        .into_iter()
+        .map(|n| (n.addr, n.ifindex))
+        .collect())
 }
 
 /// An IPv4 address with its prefix and interface.
@@ -120,7 +124,11 @@ pub fn ipv4_networks() -> Result<Vec<Network>> {
             };
             // SAFETY: ifa_name is a valid C string for the life of the list.
             let ifindex = unsafe { libc::if_nametoindex(ifa.ifa_name) };
-            out.push(Network { addr, netmask, ifindex });
+            out.push(Network {
+                addr,
+                netmask,
+                ifindex,
+            });
         }
         cur = ifa.ifa_next;
     }

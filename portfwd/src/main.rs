@@ -94,7 +94,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            let usage = match (err.downcast_ref::<Error>(), err.downcast_ref::<docker::Error>()) {
+            let usage = match (
+                err.downcast_ref::<Error>(),
+                err.downcast_ref::<docker::Error>(),
+            ) {
                 (Some(e), _) => e.is_usage(),
                 (_, Some(e)) => e.is_usage(),
                 _ => false,
@@ -121,7 +124,10 @@ fn parse_specs(texts: &[String]) -> Result<Vec<SpecTemplate>, Error> {
 /// Docker engine (which is asked only if a SPEC names a container). A
 /// container on several networks is taken at its address on one of
 /// `bridges` when it has one there.
-fn resolve_specs(specs: &[SpecTemplate], bridges: impl FnOnce() -> Vec<String>) -> anyhow::Result<Vec<Mapping>> {
+fn resolve_specs(
+    specs: &[SpecTemplate],
+    bridges: impl FnOnce() -> Vec<String>,
+) -> anyhow::Result<Vec<Mapping>> {
     let names: Vec<&str> = specs.iter().filter_map(|s| s.container_name()).collect();
     let addrs = if names.is_empty() {
         Default::default()
@@ -142,7 +148,13 @@ fn resolve_specs(specs: &[SpecTemplate], bridges: impl FnOnce() -> Vec<String>) 
 /// The names of the bridges attached in the current network namespace.
 fn attached_bridges() -> Vec<String> {
     portfwd::state::StateDir::current()
-        .map(|state| state.bridges().into_iter().filter_map(portfwd::ifaces::ifname).collect())
+        .map(|state| {
+            state
+                .bridges()
+                .into_iter()
+                .filter_map(portfwd::ifaces::ifname)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

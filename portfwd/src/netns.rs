@@ -21,7 +21,9 @@ pub fn enter(name: &str) -> Result<()> {
         let err = std::io::Error::last_os_error();
         return Err(match err.raw_os_error() {
             Some(libc::EINVAL) => Error::NoSuchNetns(name.to_string()),
-            Some(libc::EPERM) => Error::NotPrivileged("entering a network namespace needs CAP_SYS_ADMIN".into()),
+            Some(libc::EPERM) => {
+                Error::NotPrivileged("entering a network namespace needs CAP_SYS_ADMIN".into())
+            }
             _ => Error::io(format!("setns {}", path.display()), err),
         });
     }
@@ -51,7 +53,10 @@ pub fn cookie() -> Result<u64> {
         )
     };
     if rc != 0 {
-        return Err(Error::io("getsockopt(SO_NETNS_COOKIE)", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "getsockopt(SO_NETNS_COOKIE)",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(cookie)
 }

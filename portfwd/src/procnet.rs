@@ -37,7 +37,13 @@ fn sockets(proto: Proto) -> Vec<Socket> {
 
 fn dump(family: u8, ipproto: u8, states: u32, out: &mut Vec<Socket>) -> std::io::Result<()> {
     // SAFETY: plain socket(2); ownership moves to OwnedFd right after.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -105,13 +111,20 @@ fn dump(family: u8, ipproto: u8, states: u32, out: &mut Vec<Socket>) -> std::io:
 fn owner(inode: u64) -> Option<String> {
     let target = format!("socket:[{inode}]");
     for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()) {
-                let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
+                let comm =
+                    std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
                 return Some(format!("{} (pid {pid})", comm.trim()));
             }
         }
@@ -126,9 +139,9 @@ pub fn first_held<'a>(hosts: impl IntoIterator<Item = &'a HostPort>) -> Option<(
     let udp = sockets(Proto::Udp);
     for host in hosts {
         let socks = if host.proto == Proto::Tcp { &tcp } else { &udp };
-        let held = socks
-            .iter()
-            .find(|s| s.port == host.port && (s.addr.is_none() || host.addr.is_none() || s.addr == host.addr));
+        let held = socks.iter().find(|s| {
+            s.port == host.port && (s.addr.is_none() || host.addr.is_none() || s.addr == host.addr)
+        });
         if let Some(s) = held {
             let who = owner(s.inode).unwrap_or_else(|| format!("a socket (inode {})", s.inode));
             return Some((*host, who));

@@ -100,7 +100,11 @@ impl Mapping {
 
 impl fmt::Display for Mapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {}:{}", self.host, self.container_ip, self.container_port)
+        write!(
+            f,
+            "{} -> {}:{}",
+            self.host, self.container_ip, self.container_port
+        )
     }
 }
 
@@ -120,7 +124,9 @@ impl FromStr for Spec {
         let template: SpecTemplate = text.parse()?;
         match &template.container {
             Container::Ip(ip) => template.resolve(*ip),
-            Container::Name(name) => Err(bad_spec(text, &format!("'{name}' is not an IPv4 address"))),
+            Container::Name(name) => {
+                Err(bad_spec(text, &format!("'{name}' is not an IPv4 address")))
+            }
         }
     }
 }
@@ -237,20 +243,30 @@ fn parse_container(text: &str) -> std::result::Result<Container, String> {
         return Ok(Container::Ip(ip));
     }
     let looks_numeric = text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    let valid_name = text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let valid_name = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if looks_numeric || text.is_empty() {
         Err(format!("'{text}' is not an IPv4 address"))
     } else if valid_name {
         Ok(Container::Name(text.to_string()))
     } else {
-        Err(format!("'{text}' is neither an IPv4 address nor a container name"))
+        Err(format!(
+            "'{text}' is neither an IPv4 address nor a container name"
+        ))
     }
 }
 
 fn check_container_ip(text: &str, ip: Ipv4Addr) -> Result<()> {
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
-        return Err(bad_spec(text, &format!("{ip} cannot be a container address")));
+        return Err(bad_spec(
+            text,
+            &format!("{ip} cannot be a container address"),
+        ));
     }
     Ok(())
 }
@@ -308,7 +324,10 @@ fn split_proto(text: &str) -> Result<(&str, Proto)> {
     match text.rsplit_once('/') {
         Some((body, "tcp")) => Ok((body, Proto::Tcp)),
         Some((body, "udp")) => Ok((body, Proto::Udp)),
-        Some((_, other)) => Err(bad_spec(text, &format!("unknown protocol '{other}' (tcp or udp)"))),
+        Some((_, other)) => Err(bad_spec(
+            text,
+            &format!("unknown protocol '{other}' (tcp or udp)"),
+        )),
         None => Ok((text, Proto::Tcp)),
     }
 }
@@ -379,7 +398,14 @@ mod tests {
     #[test]
     fn parses_the_documented_forms() {
         let m = one("80=172.17.0.15:8080");
-        assert_eq!(m.host, HostPort { proto: Proto::Tcp, addr: None, port: 80 });
+        assert_eq!(
+            m.host,
+            HostPort {
+                proto: Proto::Tcp,
+                addr: None,
+                port: 80
+            }
+        );
         assert_eq!(m.container_ip, Ipv4Addr::new(172, 17, 0, 15));
         assert_eq!(m.container_port, 8080);
         let m = one("127.0.0.1:53=172.17.0.2:53/udp");
@@ -391,20 +417,40 @@ mod tests {
     #[test]
     fn parses_ranges() {
         let spec: Spec = "8000-8002=172.17.0.15:9000-9002".parse().unwrap();
-        let pairs: Vec<_> = spec.mappings.iter().map(|m| (m.host.port, m.container_port)).collect();
+        let pairs: Vec<_> = spec
+            .mappings
+            .iter()
+            .map(|m| (m.host.port, m.container_port))
+            .collect();
         assert_eq!(pairs, [(8000, 9000), (8001, 9001), (8002, 9002)]);
     }
 
     #[test]
     fn rejects_malformed_specs() {
         for bad in [
-            "", "80", "80=", "=1.2.3.4:80", "80=1.2.3.4", "0=1.2.3.4:80", "80=1.2.3.4:0",
-            "65536=1.2.3.4:80", "80=1.2.3.4:99999", "80=1.2.3:80", "x:80=1.2.3.4:80",
-            "80=1.2.3.4:80/sctp", "80-79=1.2.3.4:80-79", "80-81=1.2.3.4:80", "+80=1.2.3.4:80",
-            "80=0.0.0.0:80", "80=1.2.3.4:-1",
+            "",
+            "80",
+            "80=",
+            "=1.2.3.4:80",
+            "80=1.2.3.4",
+            "0=1.2.3.4:80",
+            "80=1.2.3.4:0",
+            "65536=1.2.3.4:80",
+            "80=1.2.3.4:99999",
+            "80=1.2.3:80",
+            "x:80=1.2.3.4:80",
+            "80=1.2.3.4:80/sctp",
+            "80-79=1.2.3.4:80-79",
+            "80-81=1.2.3.4:80",
+            "+80=1.2.3.4:80",
+            "80=0.0.0.0:80",
+            "80=1.2.3.4:-1",
         ] {
             assert!(bad.parse::<Spec>().is_err(), "accepted {bad:?}");
-            assert!(bad.parse::<SpecTemplate>().is_err(), "accepted {bad:?} as a template");
+            assert!(
+                bad.parse::<SpecTemplate>().is_err(),
+                "accepted {bad:?} as a template"
+            );
         }
     }
 
@@ -418,12 +464,21 @@ mod tests {
         assert_eq!(t.container, Container::Name("web".into()));
         assert_eq!(t.container_name(), Some("web"));
         assert_eq!((t.proto, t.host_addr), (Proto::Tcp, None));
-        assert_eq!((t.host_ports.clone(), t.container_ports.clone()), (8080..=8080, 80..=80));
+        assert_eq!(
+            (t.host_ports.clone(), t.container_ports.clone()),
+            (8080..=8080, 80..=80)
+        );
         let t = template("127.0.0.1:53=dns_1.internal-x:5353/udp");
         assert_eq!(t.container_name(), Some("dns_1.internal-x"));
-        assert_eq!((t.proto, t.host_addr), (Proto::Udp, Some(Ipv4Addr::LOCALHOST)));
+        assert_eq!(
+            (t.proto, t.host_addr),
+            (Proto::Udp, Some(Ipv4Addr::LOCALHOST))
+        );
         // A container id (or a prefix of one) is a name too.
-        assert_eq!(template("80=3f4e5a6b7c8d:80").container_name(), Some("3f4e5a6b7c8d"));
+        assert_eq!(
+            template("80=3f4e5a6b7c8d:80").container_name(),
+            Some("3f4e5a6b7c8d")
+        );
         assert_eq!(template("80=a:80").container_name(), Some("a"));
     }
 
@@ -436,7 +491,11 @@ mod tests {
         let ip = Ipv4Addr::new(172, 17, 0, 2);
         let spec = t.resolve(ip).unwrap();
         assert_eq!(spec.text, "8000-8001=web:9000-9001");
-        let got: Vec<_> = spec.mappings.iter().map(|m| (m.host.port, m.container_ip, m.container_port)).collect();
+        let got: Vec<_> = spec
+            .mappings
+            .iter()
+            .map(|m| (m.host.port, m.container_ip, m.container_port))
+            .collect();
         assert_eq!(got, [(8000, ip, 9000), (8001, ip, 9001)]);
         // Up to the last port without overflowing.
         let top = template("65534-65535=web:65534-65535").resolve(ip).unwrap();
@@ -445,11 +504,21 @@ mod tests {
 
     #[test]
     fn ip_templates_match_specs() {
-        for text in ["80=172.17.0.15:8080", "127.0.0.1:53=172.17.0.2:53/udp", "8000-8002=10.0.0.1:9000-9002"] {
+        for text in [
+            "80=172.17.0.15:8080",
+            "127.0.0.1:53=172.17.0.2:53/udp",
+            "8000-8002=10.0.0.1:9000-9002",
+        ] {
             let t = template(text);
             assert_eq!(t.container_name(), None, "{text}");
-            let Container::Ip(ip) = t.container else { panic!("{text}: not an address") };
-            assert_eq!(t.resolve(ip).unwrap(), text.parse::<Spec>().unwrap(), "{text}");
+            let Container::Ip(ip) = t.container else {
+                panic!("{text}: not an address")
+            };
+            assert_eq!(
+                t.resolve(ip).unwrap(),
+                text.parse::<Spec>().unwrap(),
+                "{text}"
+            );
         }
     }
 
@@ -461,14 +530,32 @@ mod tests {
 
     #[test]
     fn rejects_bad_container_names() {
-        for bad in ["80=-web:80", "80=_web:80", "80=.web:80", "80=we b:80", "80=web!:80", "80=:80", "80=w@b:80"] {
+        for bad in [
+            "80=-web:80",
+            "80=_web:80",
+            "80=.web:80",
+            "80=we b:80",
+            "80=web!:80",
+            "80=:80",
+            "80=w@b:80",
+        ] {
             let err = bad.parse::<SpecTemplate>().expect_err(bad).to_string();
-            assert!(err.contains("neither an IPv4 address nor a container name") || err.contains("IPv4"), "{bad}: {err}");
+            assert!(
+                err.contains("neither an IPv4 address nor a container name")
+                    || err.contains("IPv4"),
+                "{bad}: {err}"
+            );
         }
         // Digits and dots alone are a mistyped address, not a name.
-        let err = "80=10.0.0:80".parse::<SpecTemplate>().unwrap_err().to_string();
+        let err = "80=10.0.0:80"
+            .parse::<SpecTemplate>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'10.0.0' is not an IPv4 address"), "{err}");
-        let err = "80=1234:80".parse::<SpecTemplate>().unwrap_err().to_string();
+        let err = "80=1234:80"
+            .parse::<SpecTemplate>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not an IPv4 address"), "{err}");
         // Ports and range lengths are checked before any lookup.
         assert!("80-81=web:80".parse::<SpecTemplate>().is_err());
@@ -478,7 +565,11 @@ mod tests {
     #[test]
     fn resolved_addresses_are_checked() {
         let t = template("80=web:80");
-        for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, Ipv4Addr::new(224, 0, 0, 1)] {
+        for ip in [
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            Ipv4Addr::new(224, 0, 0, 1),
+        ] {
             assert!(t.resolve(ip).is_err(), "accepted {ip}");
         }
     }
@@ -491,7 +582,12 @@ mod tests {
         assert!(check_unique_hosts(a.host_ports().chain(b.host_ports())).is_err());
         assert!(check_unique_hosts(a.host_ports().chain(c.host_ports())).is_ok());
         let range = template("8000-8005=web:8000-8005");
-        assert!(check_unique_hosts(range.host_ports().chain(template("8003=1.1.1.1:1").host_ports())).is_err());
+        assert!(check_unique_hosts(
+            range
+                .host_ports()
+                .chain(template("8003=1.1.1.1:1").host_ports())
+        )
+        .is_err());
     }
 
     #[test]
@@ -510,7 +606,10 @@ mod tests {
     #[test]
     fn parses_port_selectors() {
         let s: PortSelector = "8000-8002/udp".parse().unwrap();
-        assert_eq!((s.proto, s.addr, s.ports.clone()), (Proto::Udp, None, 8000..=8002));
+        assert_eq!(
+            (s.proto, s.addr, s.ports.clone()),
+            (Proto::Udp, None, 8000..=8002)
+        );
         let s: PortSelector = "127.0.0.1:80".parse().unwrap();
         assert!(s.matches(&one("127.0.0.1:80=1.1.1.1:80").host));
         assert!(!s.matches(&one("80=1.1.1.1:80").host));

@@ -35,7 +35,10 @@ pub fn lock(state: &StateDir) -> Result<Lock> {
         .map_err(|e| Error::io(format!("opening {}", state.path.display()), e))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::io("locking the state directory", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "locking the state directory",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(Lock(dir))
 }
@@ -54,7 +57,10 @@ pub fn entries(maps: &Maps) -> BTreeMap<HostPort, portfwd_common::Backend> {
 pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
     for m in new {
         let key = m.host.key();
-        let wildcard = HostPort { addr: None, ..m.host };
+        let wildcard = HostPort {
+            addr: None,
+            ..m.host
+        };
         let has = |h: &HostPort| maps.mappings.get(&h.key(), 0).is_ok();
         let conflict = |existing: String| Error::PortConflict {
             port: m.host.to_string(),
@@ -75,7 +81,10 @@ pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
                 let specific = entries(maps)
                     .into_keys()
                     .find(|h| h.addr.is_some() && h.overlaps(&m.host))
-                    .map_or_else(|| format!("{}:{}/{}", "an address", m.host.port, m.host.proto), |h| h.to_string());
+                    .map_or_else(
+                        || format!("{}:{}/{}", "an address", m.host.port, m.host.proto),
+                        |h| h.to_string(),
+                    );
                 return Err(conflict(specific));
             }
         }
@@ -85,12 +94,23 @@ pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
 
 fn port_count(maps: &Maps, key: &MapKey) -> u32 {
     maps.ports
-        .get(&PortKey { port_be: key.port_be, proto: key.proto, pad: 0 }, 0)
+        .get(
+            &PortKey {
+                port_be: key.port_be,
+                proto: key.proto,
+                pad: 0,
+            },
+            0,
+        )
         .unwrap_or(0)
 }
 
 fn bump_port(maps: &mut Maps, key: &MapKey, delta: i32) -> Result<()> {
-    let pk = PortKey { port_be: key.port_be, proto: key.proto, pad: 0 };
+    let pk = PortKey {
+        port_be: key.port_be,
+        proto: key.proto,
+        pad: 0,
+    };
     let n = port_count(maps, key) as i64 + i64::from(delta);
     if n <= 0 {
         let _ = maps.ports.remove(&pk);
@@ -106,7 +126,12 @@ fn bump_port(maps: &mut Maps, key: &MapKey, delta: i32) -> Result<()> {
 /// `check_free` first; this only enforces "no silent overwrite" through
 /// BPF_NOEXIST when not replacing. A few syscalls per mapping, whatever the
 /// table's size.
-pub fn add(maps: &mut Maps, mappings: &[Mapping], bridge_ifindex: u32, replace: bool) -> Result<()> {
+pub fn add(
+    maps: &mut Maps,
+    mappings: &[Mapping],
+    bridge_ifindex: u32,
+    replace: bool,
+) -> Result<()> {
     for m in mappings {
         let is_new = maps.mappings.get(&m.host.key(), 0).is_err();
         let zeros = zero_stats()?;
@@ -179,7 +204,11 @@ fn matching(
 ) -> Vec<HostPort> {
     let mut out = Vec::new();
     for port in sel.ports.clone() {
-        let host = HostPort { proto: sel.proto, addr: sel.addr, port };
+        let host = HostPort {
+            proto: sel.proto,
+            addr: sel.addr,
+            port,
+        };
         let present = maps.mappings.get(&host.key(), 0).is_ok();
         if sel.addr.is_some() || port_count(maps, &host.key()) == u32::from(present) {
             if present {
@@ -188,7 +217,11 @@ fn matching(
             continue;
         }
         let all = table.get_or_insert_with(|| entries(maps));
-        out.extend(all.keys().filter(|h| sel.matches(h) && h.port == port).copied());
+        out.extend(
+            all.keys()
+                .filter(|h| sel.matches(h) && h.port == port)
+                .copied(),
+        );
     }
     out
 }
@@ -249,7 +282,15 @@ pub fn rebuild_ports(maps: &mut Maps) -> Result<()> {
     }
     for ((port_be, proto), count) in wanted {
         maps.ports
-            .insert(PortKey { port_be, proto, pad: 0 }, count, 0)
+            .insert(
+                PortKey {
+                    port_be,
+                    proto,
+                    pad: 0,
+                },
+                count,
+                0,
+            )
             .map_err(|e| Error::ebpf("updating pf_ports", e))?;
     }
     Ok(())

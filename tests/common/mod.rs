@@ -34,11 +34,18 @@ pub fn container_ip(i: usize) -> Ipv4Addr {
 pub fn privileged_or_skip(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let netns_ok = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    let netns_ok = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if root && netns_ok {
         return true;
     }
-    let why = if root { "iproute2 (`ip`) is missing" } else { "not running as root" };
+    let why = if root {
+        "iproute2 (`ip`) is missing"
+    } else {
+        "not running as root"
+    };
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: cannot run network tests under CI=true: {why}");
     }
@@ -71,11 +78,16 @@ fn unique_prefix(tag: &str) -> String {
 /// Runs `f` on a new thread that has entered network namespace `ns`. Sockets
 /// created there belong to `ns` for good and may be used from any thread.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    spawn_in(ns, f).join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    spawn_in(ns, f)
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// Like `in_netns` but returns the thread's handle.
-pub fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -115,13 +127,19 @@ impl Netns {
 
     pub fn sysctl(&self, key: &str, value: &str) {
         let out = self.exec(&["sysctl", "-qw", &format!("{key}={value}")]);
-        assert!(out.status.success(), "sysctl {key}={value}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sysctl {key}={value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -147,7 +165,18 @@ impl Topology {
         let prefix = unique_prefix(tag);
         let host = Netns::new(format!("{prefix}-host"));
         let client = Netns::new(format!("{prefix}-client"));
-        host.ip(&["link", "add", "h0", "type", "veth", "peer", "name", "c0", "netns", &client.name]);
+        host.ip(&[
+            "link",
+            "add",
+            "h0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "c0",
+            "netns",
+            &client.name,
+        ]);
         client.ip(&["addr", "add", "10.0.1.2/24", "dev", "c0"]);
         client.ip(&["link", "set", "c0", "up"]);
         host.ip(&["addr", "add", "10.0.1.1/24", "dev", "h0"]);
@@ -156,7 +185,9 @@ impl Topology {
         host.ip(&["link", "add", "docker0", "type", "bridge"]);
         host.ip(&["addr", "add", "172.30.0.1/16", "dev", "docker0"]);
         host.ip(&["link", "set", "docker0", "up"]);
-        let cgroup = portfwd::cgroup::default_root().expect("cgroup2 root").join(&prefix);
+        let cgroup = portfwd::cgroup::default_root()
+            .expect("cgroup2 root")
+            .join(&prefix);
         std::fs::create_dir(&cgroup).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup.display()));
         let mut topo = Self {
             cgroup,
@@ -175,10 +206,18 @@ impl Topology {
         let i = self.containers.len();
         let ns = Netns::new(format!("{}-k{i}", self.host.name.trim_end_matches("-host")));
         let port = format!("vk{i}");
-        self.host.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        self.host.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
         self.host.ip(&["link", "set", &port, "master", "docker0"]);
         self.host.ip(&["link", "set", &port, "up"]);
-        ns.ip(&["addr", "add", &format!("{}/16", container_ip(i)), "dev", "eth0"]);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/16", container_ip(i)),
+            "dev",
+            "eth0",
+        ]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", "default", "via", "172.30.0.1"]);
         self.containers.push(ns);
@@ -212,14 +251,25 @@ impl Topology {
 
     /// The host namespace's portfwd state directory.
     pub fn state_dir(&self) -> std::path::PathBuf {
-        in_netns(&self.host.name, || portfwd::state::StateDir::current().expect("netns cookie").path)
+        in_netns(&self.host.name, || {
+            portfwd::state::StateDir::current()
+                .expect("netns cookie")
+                .path
+        })
     }
 
     /// Sockets in the host namespace in the given `ss` state filter.
     pub fn host_sockets(&self, state: &str) -> Vec<String> {
         let out = self.host.exec(&["ss", "-tanH", "state", state]);
-        assert!(out.status.success(), "ss: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        assert!(
+            out.status.success(),
+            "ss: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -244,7 +294,9 @@ impl Drop for Topology {
 /// A TCP listener inside a namespace, bound before this returns (so a
 /// client can connect right away).
 pub fn tcp_listener(ns: &str, port: u16) -> TcpListener {
-    let l = in_netns(ns, move || TcpListener::bind(("0.0.0.0", port)).expect("bind"));
+    let l = in_netns(ns, move || {
+        TcpListener::bind(("0.0.0.0", port)).expect("bind")
+    });
     l.set_nonblocking(true).expect("nonblocking");
     l
 }
@@ -274,12 +326,19 @@ pub fn accept_within(l: &TcpListener, timeout: Duration) -> Option<(TcpStream, S
 /// An HTTP server in namespace `ns` on `port` that answers up to `max`
 /// requests, each with "<name> saw <peer ip>", then stops (also by itself
 /// after `timeout` without a connection). Returns the peers it saw.
-pub fn http_server(ns: &str, port: u16, name: &'static str, max: usize) -> JoinHandle<Vec<SocketAddr>> {
+pub fn http_server(
+    ns: &str,
+    port: u16,
+    name: &'static str,
+    max: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
     let l = tcp_listener(ns, port);
     std::thread::spawn(move || {
         let mut peers = Vec::new();
         while peers.len() < max {
-            let Some((mut s, peer)) = accept_within(&l, Duration::from_secs(15)) else { break };
+            let Some((mut s, peer)) = accept_within(&l, Duration::from_secs(15)) else {
+                break;
+            };
             answer_http(&mut s, peer, name);
             peers.push(peer);
         }
@@ -328,8 +387,14 @@ pub fn http_get(ns: &str, addr: Ipv4Addr, port: u16) -> std::io::Result<String> 
     s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    assert!(resp.starts_with("HTTP/1.1 200"), "unexpected response: {resp:?}");
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "unexpected response: {resp:?}"
+    );
     Ok(body)
 }
 
@@ -350,11 +415,12 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// The ids of the TCX ingress programs on `iface` in namespace `ns`.
 pub fn tcx_ingress_programs(ns: &str, iface: &'static str) -> Vec<u32> {
-    in_netns(ns, move || {
-        match aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Ingress) {
-            Ok((_, progs)) => progs.iter().map(|p| p.id()).collect(),
-            Err(e) => panic!("query tcx on {iface}: {e}"),
-        }
+    in_netns(ns, move || match aya::programs::SchedClassifier::query_tcx(
+        iface,
+        aya::programs::TcAttachType::Ingress,
+    ) {
+        Ok((_, progs)) => progs.iter().map(|p| p.id()).collect(),
+        Err(e) => panic!("query tcx on {iface}: {e}"),
     })
 }
 
@@ -371,7 +437,9 @@ pub fn http_server_until(
         let mut served = 0;
         let mut idle_since = Instant::now();
         while !stop.load(Ordering::Relaxed) && idle_since.elapsed() < Duration::from_secs(20) {
-            let Some((mut s, peer)) = accept_within(&l, Duration::from_millis(100)) else { continue };
+            let Some((mut s, peer)) = accept_within(&l, Duration::from_millis(100)) else {
+                continue;
+            };
             idle_since = Instant::now();
             answer_http(&mut s, peer, name);
             served += 1;
@@ -383,9 +451,17 @@ pub fn http_server_until(
 /// `portfwd list --json` for the topology's host namespace, parsed.
 pub fn list_json(topo: &Topology) -> Vec<serde_json::Value> {
     let out = topo.portfwd(&["list", "--json"]);
-    assert!(out.status.success(), "list --json: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-        .unwrap_or_else(|e| panic!("list --json is not a JSON array ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "list --json: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "list --json is not a JSON array ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Asserts a portfwd invocation succeeded; returns its stdout.

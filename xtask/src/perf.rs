@@ -76,12 +76,48 @@ struct Mode {
 }
 
 const MODES: [Mode; 6] = [
-    Mode { index: 0, name: "direct", remote: (WEB_IP, 80, 5201), local: Some((WEB_IP, 80, 5201)), udp: true },
-    Mode { index: 1, name: "portfwd", remote: (HOST_IP, 8080, 8201), local: Some(("127.0.0.1", 8080, 8201)), udp: true },
-    Mode { index: 2, name: "iptables", remote: (HOST_IP, 9080, 9201), local: Some(("127.0.0.1", 9080, 9201)), udp: true },
-    Mode { index: 3, name: "nftables", remote: (HOST_IP, 10080, 10201), local: Some(("127.0.0.1", 10080, 10201)), udp: true },
-    Mode { index: 4, name: "docker-proxy", remote: (HOST_IP, 12080, 12201), local: Some(("127.0.0.1", 12080, 12201)), udp: true },
-    Mode { index: 5, name: "socat", remote: (HOST_IP, 11080, 11201), local: Some(("127.0.0.1", 11080, 11201)), udp: false },
+    Mode {
+        index: 0,
+        name: "direct",
+        remote: (WEB_IP, 80, 5201),
+        local: Some((WEB_IP, 80, 5201)),
+        udp: true,
+    },
+    Mode {
+        index: 1,
+        name: "portfwd",
+        remote: (HOST_IP, 8080, 8201),
+        local: Some(("127.0.0.1", 8080, 8201)),
+        udp: true,
+    },
+    Mode {
+        index: 2,
+        name: "iptables",
+        remote: (HOST_IP, 9080, 9201),
+        local: Some(("127.0.0.1", 9080, 9201)),
+        udp: true,
+    },
+    Mode {
+        index: 3,
+        name: "nftables",
+        remote: (HOST_IP, 10080, 10201),
+        local: Some(("127.0.0.1", 10080, 10201)),
+        udp: true,
+    },
+    Mode {
+        index: 4,
+        name: "docker-proxy",
+        remote: (HOST_IP, 12080, 12201),
+        local: Some(("127.0.0.1", 12080, 12201)),
+        udp: true,
+    },
+    Mode {
+        index: 5,
+        name: "socat",
+        remote: (HOST_IP, 11080, 11201),
+        local: Some(("127.0.0.1", 11080, 11201)),
+        udp: false,
+    },
 ];
 
 impl Mode {
@@ -93,7 +129,15 @@ impl Mode {
     }
 }
 
-const PACKAGES: [&str; 7] = ["iperf3", "nginx", "wrk", "socat", "nftables", "iptables", "docker.io"];
+const PACKAGES: [&str; 7] = [
+    "iperf3",
+    "nginx",
+    "wrk",
+    "socat",
+    "nftables",
+    "iptables",
+    "docker.io",
+];
 
 /// The topology and every process the bench started; torn down on drop.
 struct Rig {
@@ -127,7 +171,9 @@ impl Drop for Rig {
             let _ = c.wait();
         }
         if self.attached {
-            let _ = Command::new(&self.portfwd).args(["-n", &self.host, "detach", BRIDGE]).output();
+            let _ = Command::new(&self.portfwd)
+                .args(["-n", &self.host, "detach", BRIDGE])
+                .output();
         }
         let _ = std::fs::remove_dir(&self.cgroup);
         let _ = std::fs::remove_dir_all(&self.tmp);
@@ -142,7 +188,11 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
     if let Some(file) = &args.replot {
         let raw: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
         let results: Results = serde_json::from_value(raw["results"].clone())?;
-        let caption = format!("{} — {}", raw["date"].as_str().unwrap_or("?"), raw["machine"].as_str().unwrap_or("?"));
+        let caption = format!(
+            "{} — {}",
+            raw["date"].as_str().unwrap_or("?"),
+            raw["machine"].as_str().unwrap_or("?")
+        );
         let png = file.with_extension("png");
         chart(&results, &MODES, &png, &caption)?;
         std::fs::copy(&png, crate::cmd::workspace_root().join("bench/latest.png"))?;
@@ -154,24 +204,48 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
         None => MODES.to_vec(),
         Some(list) => list
             .split(',')
-            .map(|n| MODES.iter().find(|m| m.name == n.trim()).copied().ok_or_else(|| anyhow!("unknown mode {n}")))
+            .map(|n| {
+                MODES
+                    .iter()
+                    .find(|m| m.name == n.trim())
+                    .copied()
+                    .ok_or_else(|| anyhow!("unknown mode {n}"))
+            })
             .collect::<Result<_>>()?,
     };
-    let (rounds, secs) = if args.quick { (1, 1) } else { (args.rounds.max(1), args.duration.max(1)) };
+    let (rounds, secs) = if args.quick {
+        (1, 1)
+    } else {
+        (args.rounds.max(1), args.duration.max(1))
+    };
     let mut rig = Rig::build(portfwd)?;
     rig.start_servers()?;
     rig.setup_modes(&modes)?;
 
     // results[path][metric][mode] = samples
-    let mut results: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
+    let mut results: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> =
+        BTreeMap::new();
     for round in 1..=rounds {
         for path in ["remote", "local"] {
             for m in &modes {
-                let Some(target) = (if path == "remote" { Some(m.remote) } else { m.local }) else { continue };
+                let Some(target) = (if path == "remote" {
+                    Some(m.remote)
+                } else {
+                    m.local
+                }) else {
+                    continue;
+                };
                 progress(&format!("round {round}/{rounds} {path} {}", m.name));
                 let samples = rig.measure(path, m, target, secs)?;
                 for (metric, v) in samples {
-                    results.entry(path.into()).or_default().entry(metric).or_default().entry(m.name.into()).or_default().push(v);
+                    results
+                        .entry(path.into())
+                        .or_default()
+                        .entry(metric)
+                        .or_default()
+                        .entry(m.name.into())
+                        .or_default()
+                        .push(v);
                 }
             }
         }
@@ -180,18 +254,32 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
     // rounds already measured.
     let table = if modes.iter().any(|m| m.name == "portfwd") {
         progress("table size");
-        Some(rig.table_size(args.quick, secs).unwrap_or_else(|e| json!({ "error": format!("{e:#}") })))
+        Some(
+            rig.table_size(args.quick, secs)
+                .unwrap_or_else(|e| json!({ "error": format!("{e:#}") })),
+        )
     } else {
         None
     };
     progress("memory");
-    let memory = rig.memory(if args.quick { 20 } else { 100 }).unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+    let memory = rig
+        .memory(if args.quick { 20 } else { 100 })
+        .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
     eprintln!("\r\x1b[2Kbench: done");
 
     let machine = machine();
     let stamp = capture(Command::new("date").args(["-u", "+%Y%m%dT%H%M%SZ"]))
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
-    let report = render(&results, &modes, table.as_ref(), &memory, &machine, &stamp, rounds, secs);
+    let report = render(
+        &results,
+        &modes,
+        table.as_ref(),
+        &memory,
+        &machine,
+        &stamp,
+        rounds,
+        secs,
+    );
     println!("{report}");
 
     let dir = crate::cmd::workspace_root().join("bench/results");
@@ -200,13 +288,22 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
         "date": stamp, "machine": machine, "rounds": rounds, "seconds": secs,
         "results": results, "table_size": table, "memory": memory,
     });
-    std::fs::write(dir.join(format!("{stamp}.json")), serde_json::to_string_pretty(&raw)?)?;
+    std::fs::write(
+        dir.join(format!("{stamp}.json")),
+        serde_json::to_string_pretty(&raw)?,
+    )?;
     std::fs::write(dir.join(format!("{stamp}.md")), &report)?;
     let png = dir.join(format!("{stamp}.png"));
     chart(&results, &modes, &png, &format!("{stamp} — {machine}"))?;
     std::fs::copy(&png, crate::cmd::workspace_root().join("bench/latest.png"))?;
-    std::fs::write(crate::cmd::workspace_root().join("bench/latest.md"), &report)?;
-    eprintln!("bench: wrote {} (.json, .md, .png) and bench/latest.{{md,png}}", dir.join(&stamp).display());
+    std::fs::write(
+        crate::cmd::workspace_root().join("bench/latest.md"),
+        &report,
+    )?;
+    eprintln!(
+        "bench: wrote {} (.json, .md, .png) and bench/latest.{{md,png}}",
+        dir.join(&stamp).display()
+    );
     Ok(())
 }
 
@@ -222,7 +319,10 @@ fn ensure_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("bench: installing {} (benchmark peers and load generators)", missing.join(" "));
+    eprintln!(
+        "bench: installing {} (benchmark peers and load generators)",
+        missing.join(" ")
+    );
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -233,7 +333,11 @@ fn ensure_packages() -> Result<()> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -245,7 +349,11 @@ fn machine() -> String {
 fn in_ns(cmd: &mut Command, netns: &str, cgroup: Option<&Path>) -> Result<()> {
     let ns = std::fs::File::open(Path::new(NETNS_DIR).join(netns))?;
     let procs = match cgroup {
-        Some(cg) => Some(std::fs::OpenOptions::new().write(true).open(cg.join("cgroup.procs"))?),
+        Some(cg) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(cg.join("cgroup.procs"))?,
+        ),
         None => None,
     };
     let ns_fd = ns.as_raw_fd();
@@ -272,9 +380,16 @@ fn in_ns(cmd: &mut Command, netns: &str, cgroup: Option<&Path>) -> Result<()> {
 }
 
 fn output(mut cmd: Command, what: &str) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {what}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
     if !out.status.success() {
-        bail!("{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -283,11 +398,18 @@ impl Rig {
     fn build(portfwd: &Path) -> Result<Self> {
         let id = std::process::id();
         let mut netns = NetnsGuard::default();
-        let (client, host, web) = (format!("pfbench-{id}-client"), format!("pfbench-{id}-host"), format!("pfbench-{id}-web"));
+        let (client, host, web) = (
+            format!("pfbench-{id}-client"),
+            format!("pfbench-{id}-host"),
+            format!("pfbench-{id}-web"),
+        );
         for n in [&host, &client, &web] {
             netns.add(n)?;
         }
-        ip(&host, &format!("link add h0 type veth peer name c0 netns {client}"))?;
+        ip(
+            &host,
+            &format!("link add h0 type veth peer name c0 netns {client}"),
+        )?;
         ip(&client, "addr add 10.88.1.2/24 dev c0")?;
         ip(&client, "link set c0 up")?;
         ip(&client, &format!("route add 172.29.0.0/16 via {HOST_IP}"))?;
@@ -297,7 +419,10 @@ impl Rig {
         ip(&host, &format!("link add {BRIDGE} type bridge"))?;
         ip(&host, &format!("addr add 172.29.0.1/16 dev {BRIDGE}"))?;
         ip(&host, &format!("link set {BRIDGE} up"))?;
-        ip(&host, &format!("link add vweb type veth peer name eth0 netns {web}"))?;
+        ip(
+            &host,
+            &format!("link add vweb type veth peer name eth0 netns {web}"),
+        )?;
         ip(&host, &format!("link set vweb master {BRIDGE}"))?;
         ip(&host, "link set vweb up")?;
         ip(&web, &format!("addr add {WEB_IP}/16 dev eth0"))?;
@@ -305,20 +430,48 @@ impl Rig {
         ip(&web, "route add default via 172.29.0.1")?;
         // The routed path (direct) and the netfilter modes need forwarding;
         // portfwd does not, but its figures are taken with it on, like a Docker host.
-        run(Command::new("ip").args(["netns", "exec", &host, "sysctl", "-qw", "net.ipv4.ip_forward=1"]))?;
-        run(Command::new("ip").args(["netns", "exec", &host, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"]))?;
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &host,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]))?;
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &host,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.route_localnet=1",
+        ]))?;
         let root = cgroup2_root()?;
         let cgroup = root.join(format!("pfbench-{id}"));
         std::fs::create_dir_all(&cgroup)?;
         let tmp = std::env::temp_dir().join(format!("pfbench-{id}"));
         std::fs::create_dir_all(&tmp)?;
-        Ok(Self { portfwd: portfwd.to_owned(), client, host, web, cgroup, tmp, children: Vec::new(), attached: false, _netns: netns })
+        Ok(Self {
+            portfwd: portfwd.to_owned(),
+            client,
+            host,
+            web,
+            cgroup,
+            tmp,
+            children: Vec::new(),
+            attached: false,
+            _netns: netns,
+        })
     }
 
     fn spawn(&mut self, mut cmd: Command, netns: &str) -> Result<()> {
         let ns = netns.to_string();
         in_ns(&mut cmd, &ns, None)?;
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
         self.children.push(child);
         Ok(())
     }
@@ -341,7 +494,12 @@ impl Rig {
             ),
         )?;
         let mut nginx = Command::new("nginx");
-        nginx.args(["-c", conf.to_str().unwrap(), "-p", self.tmp.to_str().unwrap()]);
+        nginx.args([
+            "-c",
+            conf.to_str().unwrap(),
+            "-p",
+            self.tmp.to_str().unwrap(),
+        ]);
         let web = self.web.clone();
         self.spawn(nginx, &web)?;
         for m in &MODES {
@@ -371,7 +529,12 @@ impl Rig {
                             let mut c = Command::new(&self.portfwd);
                             let (h, i) = (m.http_backend(), m.iperf_backend());
                             c.args(["-n", &self.host, "attach", BRIDGE, "--cgroup", &cg])
-                                .args(["--map", &format!("8080={WEB_IP}:{h}"), "--map", &format!("8201={WEB_IP}:{i}")])
+                                .args([
+                                    "--map",
+                                    &format!("8080={WEB_IP}:{h}"),
+                                    "--map",
+                                    &format!("8201={WEB_IP}:{i}"),
+                                ])
                                 .args(["--map", &format!("8201={WEB_IP}:{i}/udp")]);
                             c
                         },
@@ -404,14 +567,21 @@ impl Rig {
                 "docker-proxy" => {
                     let bin = which("docker-proxy").or_else(|| Some(PathBuf::from("/usr/sbin/docker-proxy")).filter(|p| p.exists()))
                         .ok_or_else(|| anyhow!("docker-proxy not found (Debian's docker.io ships /usr/sbin/docker-proxy)"))?;
-                    for (proto, from, to) in [("tcp", 12080, m.http_backend()), ("tcp", 12201, m.iperf_backend()), ("udp", 12201, m.iperf_backend())] {
+                    for (proto, from, to) in [
+                        ("tcp", 12080, m.http_backend()),
+                        ("tcp", 12201, m.iperf_backend()),
+                        ("udp", 12201, m.iperf_backend()),
+                    ] {
                         self.docker_proxy(&bin, proto, from, to)?;
                     }
                 }
                 "socat" => {
                     for (from, to) in [(11080, m.http_backend()), (11201, m.iperf_backend())] {
                         let mut c = Command::new("socat");
-                        c.args([format!("TCP-LISTEN:{from},fork,reuseaddr,backlog=4096"), format!("TCP:{WEB_IP}:{to}")]);
+                        c.args([
+                            format!("TCP-LISTEN:{from},fork,reuseaddr,backlog=4096"),
+                            format!("TCP:{WEB_IP}:{to}"),
+                        ]);
                         let host = self.host.clone();
                         self.spawn(c, &host)?;
                     }
@@ -437,8 +607,15 @@ impl Rig {
         }
         let (r, w) = (fds[0], fds[1]);
         let mut c = Command::new(bin);
-        c.args(["-proto", proto, "-host-ip", "0.0.0.0", "-host-port", &from.to_string()])
-            .args(["-container-ip", WEB_IP, "-container-port", &to.to_string()]);
+        c.args([
+            "-proto",
+            proto,
+            "-host-ip",
+            "0.0.0.0",
+            "-host-port",
+            &from.to_string(),
+        ])
+        .args(["-container-ip", WEB_IP, "-container-port", &to.to_string()]);
         in_ns(&mut c, &self.host, None)?;
         // SAFETY: dup2 in the child, between fork and exec.
         unsafe {
@@ -449,7 +626,11 @@ impl Rig {
                 Ok(())
             });
         }
-        let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
         // SAFETY: closing our copy of the write end; the child holds its own.
         unsafe { libc::close(w) };
         // SAFETY: r is ours; File takes ownership.
@@ -473,35 +654,99 @@ impl Rig {
         Ok(c)
     }
 
-    fn measure(&self, path: &str, m: &Mode, (addr, http, iperf): (&str, u16, u16), secs: u64) -> Result<Vec<(String, f64)>> {
+    fn measure(
+        &self,
+        path: &str,
+        m: &Mode,
+        (addr, http, iperf): (&str, u16, u16),
+        secs: u64,
+    ) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();
         let t = secs.to_string();
         let what = format!("{path} {}", m.name);
         for (label, streams) in [("tcp_1_stream_gbps", "1"), ("tcp_4_streams_gbps", "4")] {
             let cpu0 = cpu_seconds();
             let mut c = self.client_cmd(path, "iperf3")?;
-            c.args(["-c", addr, "-p", &iperf.to_string(), "-t", &t, "-P", streams, "-J"]);
+            c.args([
+                "-c",
+                addr,
+                "-p",
+                &iperf.to_string(),
+                "-t",
+                &t,
+                "-P",
+                streams,
+                "-J",
+            ]);
             let v: Value = serde_json::from_str(&output(c, &format!("iperf3 {what}"))?)?;
-            let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+            let bps = v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0);
             let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
             out.push((label.to_string(), bps / 1e9));
             if streams == "1" && bytes > 0.0 {
-                out.push(("cpu_seconds_per_gb".into(), (cpu_seconds() - cpu0) / (bytes / 1e9)));
+                out.push((
+                    "cpu_seconds_per_gb".into(),
+                    (cpu_seconds() - cpu0) / (bytes / 1e9),
+                ));
             }
         }
         if m.udp {
             let mut c = self.client_cmd(path, "iperf3")?;
-            c.args(["-c", addr, "-p", &iperf.to_string(), "-t", &t, "-u", "-b", "1G", "-l", "1400", "-J"]);
+            c.args([
+                "-c",
+                addr,
+                "-p",
+                &iperf.to_string(),
+                "-t",
+                &t,
+                "-u",
+                "-b",
+                "1G",
+                "-l",
+                "1400",
+                "-J",
+            ]);
             let v: Value = serde_json::from_str(&output(c, &format!("iperf3 -u {what}"))?)?;
-            out.push(("udp_1g_offered_gbps".into(), v["end"]["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) * (1.0 - v["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0) / 100.0) / 1e9));
-            out.push(("udp_loss_percent".into(), v["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0)));
+            out.push((
+                "udp_1g_offered_gbps".into(),
+                v["end"]["sum"]["bits_per_second"].as_f64().unwrap_or(0.0)
+                    * (1.0 - v["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0) / 100.0)
+                    / 1e9,
+            ));
+            out.push((
+                "udp_loss_percent".into(),
+                v["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0),
+            ));
         }
         let url = format!("http://{addr}:{http}/");
         let mut c = self.client_cmd(path, "wrk")?;
-        c.args(["-t", "1", "-c", "16", "-d", &format!("{secs}s"), "-H", "Connection: close", &url]);
-        out.push(("connections_per_s".into(), wrk_rps(&output(c, &format!("wrk {what}"))?)?));
+        c.args([
+            "-t",
+            "1",
+            "-c",
+            "16",
+            "-d",
+            &format!("{secs}s"),
+            "-H",
+            "Connection: close",
+            &url,
+        ]);
+        out.push((
+            "connections_per_s".into(),
+            wrk_rps(&output(c, &format!("wrk {what}"))?)?,
+        ));
         let mut c = self.client_cmd(path, "wrk")?;
-        c.args(["-t", "1", "-c", "1", "-d", &format!("{secs}s"), "--latency", &url]);
+        c.args([
+            "-t",
+            "1",
+            "-c",
+            "1",
+            "-d",
+            &format!("{secs}s"),
+            "--latency",
+            &url,
+        ]);
         let text = output(c, &format!("wrk --latency {what}"))?;
         out.push(("latency_p50_us".into(), wrk_percentile(&text, "50%")?));
         out.push(("latency_p99_us".into(), wrk_percentile(&text, "99%")?));
@@ -511,17 +756,31 @@ impl Rig {
     /// Latency of one add and one del at several table sizes, portfwd vs
     /// iptables, and portfwd forwarding with the biggest table.
     fn table_size(&self, quick: bool, secs: u64) -> Result<Value> {
-        let sizes: &[usize] = if quick { &[1, 1_000] } else { &[1, 1_000, 10_000, 50_000] };
+        let sizes: &[usize] = if quick {
+            &[1, 1_000]
+        } else {
+            &[1, 1_000, 10_000, 50_000]
+        };
         let reps = if quick { 3 } else { 7 };
         let mut rows = Vec::new();
         let mut installed = 0usize;
-        let chain_ready = self.host_sh("iptables -t nat -N PFTABLE 2>/dev/null; true").is_ok();
+        let chain_ready = self
+            .host_sh("iptables -t nat -N PFTABLE 2>/dev/null; true")
+            .is_ok();
         for &n in sizes {
             // Grow both tables to n entries.
             if n > installed {
-                let (a, b) = (TABLE_FIRST_PORT as usize + installed, TABLE_FIRST_PORT as usize + n - 1);
+                let (a, b) = (
+                    TABLE_FIRST_PORT as usize + installed,
+                    TABLE_FIRST_PORT as usize + n - 1,
+                );
                 let mut c = Command::new(&self.portfwd);
-                c.args(["-n", &self.host, "add", &format!("{a}-{b}={WEB_IP}:{a}-{b}")]);
+                c.args([
+                    "-n",
+                    &self.host,
+                    "add",
+                    &format!("{a}-{b}={WEB_IP}:{a}-{b}"),
+                ]);
                 output(c, "portfwd add (fill)")?;
                 if chain_ready {
                     let mut rules = String::from("*nat\n");
@@ -540,10 +799,20 @@ impl Rig {
             let mut pf_del_ms = Vec::new();
             for _ in 0..reps {
                 let t0 = Instant::now();
-                output(pf(&self.portfwd, &self.host, &["add", &probe]), "portfwd add")?;
+                output(
+                    pf(&self.portfwd, &self.host, &["add", &probe]),
+                    "portfwd add",
+                )?;
                 pf_add_ms.push(t0.elapsed().as_secs_f64() * 1e3);
                 let t0 = Instant::now();
-                output(pf(&self.portfwd, &self.host, &["del", &TABLE_PROBE_PORT.to_string()]), "portfwd del")?;
+                output(
+                    pf(
+                        &self.portfwd,
+                        &self.host,
+                        &["del", &TABLE_PROBE_PORT.to_string()],
+                    ),
+                    "portfwd del",
+                )?;
                 pf_del_ms.push(t0.elapsed().as_secs_f64() * 1e3);
             }
             let rule = format!("-d {HOST_IP} -p tcp --dport {TABLE_PROBE_PORT} -j DNAT --to-destination {WEB_IP}:80");
@@ -567,7 +836,9 @@ impl Rig {
         let m = MODES[1];
         let samples = self.measure("remote", &Mode { udp: false, ..m }, m.remote, secs)?;
         let big: BTreeMap<String, f64> = samples.into_iter().collect();
-        Ok(json!({ "rows": rows, "portfwd_forwarding_with_table": { "entries": installed, "figures": big } }))
+        Ok(
+            json!({ "rows": rows, "portfwd_forwarding_with_table": { "entries": installed, "figures": big } }),
+        )
     }
 
     /// What published ports cost in memory: portfwd's kernel maps (fixed,
@@ -590,7 +861,9 @@ impl Rig {
         }
         let mut rss_kib = 0u64;
         let mut started = 0usize;
-        if let Some(bin) = which("docker-proxy").or_else(|| Some(PathBuf::from("/usr/sbin/docker-proxy")).filter(|p| p.exists())) {
+        if let Some(bin) = which("docker-proxy")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/docker-proxy")).filter(|p| p.exists()))
+        {
             let first = self.children.len();
             for i in 0..proxies {
                 let port = MEMORY_FIRST_PORT + i as u16;
@@ -601,11 +874,19 @@ impl Rig {
             for c in &self.children[first..] {
                 rss_kib += std::fs::read_to_string(format!("/proc/{}/status", c.id()))
                     .ok()
-                    .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                    })
                     .unwrap_or(0);
             }
         }
-        let per_proxy_kib = if started > 0 { rss_kib as f64 / started as f64 } else { 0.0 };
+        let per_proxy_kib = if started > 0 {
+            rss_kib as f64 / started as f64
+        } else {
+            0.0
+        };
         Ok(json!({
             "portfwd_kernel_maps_bytes": memlock,
             "portfwd_userspace_bytes": 0,
@@ -638,7 +919,13 @@ fn map_memlock(pin: &Path) -> Option<u64> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok();
     // SAFETY: closing the descriptor the syscall gave us.
     unsafe { libc::close(fd as i32) };
-    info?.lines().find(|l| l.starts_with("memlock:"))?.split_whitespace().nth(1)?.parse().ok()
+    info?
+        .lines()
+        .find(|l| l.starts_with("memlock:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn cgroup2_root() -> Result<PathBuf> {
@@ -684,22 +971,43 @@ fn cpu_seconds() -> f64 {
         .next()
         .map(|l| {
             // cpu user nice system idle iowait irq softirq steal
-            let f: Vec<f64> = l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-            [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum::<f64>() / hz
+            let f: Vec<f64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            [0, 1, 2, 5, 6]
+                .iter()
+                .filter_map(|&i| f.get(i))
+                .sum::<f64>()
+                / hz
         })
         .unwrap_or(0.0)
 }
 
 fn wrk_rps(text: &str) -> Result<f64> {
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:").and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Requests/sec:")
+                .and_then(|v| v.trim().parse().ok())
+        })
         .ok_or_else(|| anyhow!("no Requests/sec in wrk output:\n{text}"))
 }
 
 fn wrk_percentile(text: &str, pct: &str) -> Result<f64> {
-    let after = text.split("Latency Distribution").nth(1).ok_or_else(|| anyhow!("no latency distribution:\n{text}"))?;
-    let line = after.lines().find(|l| l.split_whitespace().next() == Some(pct)).ok_or_else(|| anyhow!("no {pct} line"))?;
-    let v = line.split_whitespace().nth(1).ok_or_else(|| anyhow!("bad {pct} line"))?;
+    let after = text
+        .split("Latency Distribution")
+        .nth(1)
+        .ok_or_else(|| anyhow!("no latency distribution:\n{text}"))?;
+    let line = after
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(pct))
+        .ok_or_else(|| anyhow!("no {pct} line"))?;
+    let v = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("bad {pct} line"))?;
     let (num, unit): (String, String) = v.chars().partition(|c| c.is_ascii_digit() || *c == '.');
     let n: f64 = num.parse()?;
     Ok(match unit.as_str() {
@@ -725,23 +1033,61 @@ type Results = BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>>;
 const METRICS: [(&str, &str, bool); 8] = [
     ("tcp_1_stream_gbps", "TCP 1 stream (Gbit/s)", true),
     ("tcp_4_streams_gbps", "TCP 4 streams (Gbit/s)", true),
-    ("udp_1g_offered_gbps", "UDP at 1 Gbit/s offered, delivered (Gbit/s)", true),
+    (
+        "udp_1g_offered_gbps",
+        "UDP at 1 Gbit/s offered, delivered (Gbit/s)",
+        true,
+    ),
     ("udp_loss_percent", "UDP loss (%)", false),
-    ("connections_per_s", "new connections/s (HTTP, Connection: close)", true),
-    ("latency_p50_us", "request latency p50, kept-alive (µs)", false),
-    ("latency_p99_us", "request latency p99, kept-alive (µs)", false),
-    ("cpu_seconds_per_gb", "CPU seconds per GB (TCP 1 stream)", false),
+    (
+        "connections_per_s",
+        "new connections/s (HTTP, Connection: close)",
+        true,
+    ),
+    (
+        "latency_p50_us",
+        "request latency p50, kept-alive (µs)",
+        false,
+    ),
+    (
+        "latency_p99_us",
+        "request latency p99, kept-alive (µs)",
+        false,
+    ),
+    (
+        "cpu_seconds_per_gb",
+        "CPU seconds per GB (TCP 1 stream)",
+        false,
+    ),
 ];
 
 #[allow(clippy::too_many_arguments)]
-fn render(results: &Results, modes: &[Mode], table: Option<&Value>, memory: &Value, machine: &str, stamp: &str, rounds: usize, secs: u64) -> String {
+fn render(
+    results: &Results,
+    modes: &[Mode],
+    table: Option<&Value>,
+    memory: &Value,
+    machine: &str,
+    stamp: &str,
+    rounds: usize,
+    secs: u64,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## portfwd benchmark, {stamp}\n\nMachine: {machine}. {rounds} round(s) of {secs} s per measurement, modes interleaved; median [min–max].\n");
     for path in ["remote", "local"] {
-        let Some(metrics) = results.get(path) else { continue };
-        let title = if path == "remote" { "Remote client (client namespace -> host address)" } else { "Host-local client (127.0.0.1; direct = the container's address)" };
+        let Some(metrics) = results.get(path) else {
+            continue;
+        };
+        let title = if path == "remote" {
+            "Remote client (client namespace -> host address)"
+        } else {
+            "Host-local client (127.0.0.1; direct = the container's address)"
+        };
         let _ = writeln!(s, "### {title}\n");
-        let present: Vec<&Mode> = modes.iter().filter(|m| metrics.values().any(|by| by.contains_key(m.name))).collect();
+        let present: Vec<&Mode> = modes
+            .iter()
+            .filter(|m| metrics.values().any(|by| by.contains_key(m.name)))
+            .collect();
         let _ = write!(s, "| metric |");
         for m in &present {
             let _ = write!(s, " {} |", m.name);
@@ -749,12 +1095,17 @@ fn render(results: &Results, modes: &[Mode], table: Option<&Value>, memory: &Val
         let _ = writeln!(s, " portfwd / direct | portfwd / iptables |");
         let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(present.len()));
         for (key, label, _) in METRICS {
-            let Some(by_mode) = metrics.get(key) else { continue };
+            let Some(by_mode) = metrics.get(key) else {
+                continue;
+            };
             let _ = write!(s, "| {label} |");
             for m in &present {
                 match by_mode.get(m.name) {
                     Some(v) => {
-                        let (lo, hi) = (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+                        let (lo, hi) = (
+                            v.iter().cloned().fold(f64::INFINITY, f64::min),
+                            v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                        );
                         let _ = write!(s, " {} [{}–{}] |", fmt(median(v)), fmt(lo), fmt(hi));
                     }
                     None => s.push_str(" – |"),
@@ -762,7 +1113,9 @@ fn render(results: &Results, modes: &[Mode], table: Option<&Value>, memory: &Val
             }
             let ratio = |other: &str| -> String {
                 match (by_mode.get("portfwd"), by_mode.get(other)) {
-                    (Some(p), Some(o)) if median(o) != 0.0 => format!("{:.2}x", median(p) / median(o)),
+                    (Some(p), Some(o)) if median(o) != 0.0 => {
+                        format!("{:.2}x", median(p) / median(o))
+                    }
                     _ => "–".into(),
                 }
             };
@@ -771,18 +1124,28 @@ fn render(results: &Results, modes: &[Mode], table: Option<&Value>, memory: &Val
         s.push('\n');
     }
     if let Some(t) = table {
-        let _ = writeln!(s, "### Table size: latency of one add / del (ms, whole command, median)\n");
+        let _ = writeln!(
+            s,
+            "### Table size: latency of one add / del (ms, whole command, median)\n"
+        );
         let _ = writeln!(s, "| entries | portfwd add | portfwd del | iptables -A | iptables -D |\n|---|---|---|---|---|");
         for r in t["rows"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} |",
-                r["entries"], fmt(r["portfwd_add_ms"].as_f64().unwrap_or(0.0)), fmt(r["portfwd_del_ms"].as_f64().unwrap_or(0.0)),
-                fmt(r["iptables_add_ms"].as_f64().unwrap_or(0.0)), fmt(r["iptables_del_ms"].as_f64().unwrap_or(0.0))
+                r["entries"],
+                fmt(r["portfwd_add_ms"].as_f64().unwrap_or(0.0)),
+                fmt(r["portfwd_del_ms"].as_f64().unwrap_or(0.0)),
+                fmt(r["iptables_add_ms"].as_f64().unwrap_or(0.0)),
+                fmt(r["iptables_del_ms"].as_f64().unwrap_or(0.0))
             );
         }
         let big = &t["portfwd_forwarding_with_table"];
-        let _ = writeln!(s, "\nportfwd forwarding with {} mappings installed: {}\n", big["entries"], big["figures"]);
+        let _ = writeln!(
+            s,
+            "\nportfwd forwarding with {} mappings installed: {}\n",
+            big["entries"], big["figures"]
+        );
     }
     let _ = writeln!(
         s,
@@ -811,20 +1174,38 @@ fn chart(results: &Results, modes: &[Mode], png: &Path, caption: &str) -> Result
     let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
         .context("DejaVuSans.ttf (Debian package fonts-dejavu-core)")?;
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, font).map_err(|_| anyhow!("bad font"))?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| anyhow!("bad font"))?;
     let root = BitMapBackend::new(png, (1400, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(&format!("portfwd vs peers — {caption}"), ("sans-serif", 22))?;
     let panels = root.split_evenly((2, 2));
     let specs = [
-        ("remote", "tcp_1_stream_gbps", "remote: TCP 1 stream, Gbit/s"),
+        (
+            "remote",
+            "tcp_1_stream_gbps",
+            "remote: TCP 1 stream, Gbit/s",
+        ),
         ("remote", "connections_per_s", "remote: new connections/s"),
-        ("local", "tcp_1_stream_gbps", "host-local: TCP 1 stream, Gbit/s"),
-        ("local", "connections_per_s", "host-local: new connections/s"),
+        (
+            "local",
+            "tcp_1_stream_gbps",
+            "host-local: TCP 1 stream, Gbit/s",
+        ),
+        (
+            "local",
+            "connections_per_s",
+            "host-local: new connections/s",
+        ),
     ];
     for (area, (path, metric, title)) in panels.iter().zip(specs) {
-        let Some(by_mode) = results.get(path).and_then(|p| p.get(metric)) else { continue };
-        let bars: Vec<(&str, f64)> = modes.iter().filter_map(|m| Some((m.name, median(by_mode.get(m.name)?)))).collect();
+        let Some(by_mode) = results.get(path).and_then(|p| p.get(metric)) else {
+            continue;
+        };
+        let bars: Vec<(&str, f64)> = modes
+            .iter()
+            .filter_map(|m| Some((m.name, median(by_mode.get(m.name)?))))
+            .collect();
         let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.2;
         let mut ch = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
@@ -834,11 +1215,22 @@ fn chart(results: &Results, modes: &[Mode], png: &Path, caption: &str) -> Result
             .build_cartesian_2d(0f64..bars.len() as f64, 0f64..max)?;
         ch.configure_mesh().disable_x_mesh().x_labels(0).draw()?;
         ch.draw_series(bars.iter().enumerate().map(|(i, (name, v))| {
-            let color = if *name == "portfwd" { RGBColor(220, 80, 40) } else { RGBColor(90, 120, 170) };
-            Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)], color.filled())
+            let color = if *name == "portfwd" {
+                RGBColor(220, 80, 40)
+            } else {
+                RGBColor(90, 120, 170)
+            };
+            Rectangle::new(
+                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)],
+                color.filled(),
+            )
         }))?;
         ch.draw_series(bars.iter().enumerate().map(|(i, (name, v))| {
-            Text::new(format!("{name}: {}", fmt(*v)), (i as f64 + 0.12, *v + max * 0.06), ("sans-serif", 13))
+            Text::new(
+                format!("{name}: {}", fmt(*v)),
+                (i as f64 + 0.12, *v + max * 0.06),
+                ("sans-serif", 13),
+            )
         }))?;
     }
     root.present()?;

@@ -14,8 +14,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iputils-ping", "ping"),
     ("util-linux", "setpriv and unshare"),
     ("procps", "sysctl and kill"),
-    ("iptables", "iptables (Docker end-to-end test and benchmarks)"),
-    ("python3", "clients placed in a cgroup by the host-local tests"),
+    (
+        "iptables",
+        "iptables (Docker end-to-end test and benchmarks)",
+    ),
+    (
+        "python3",
+        "clients placed in a cgroup by the host-local tests",
+    ),
 ];
 
 /// The bpf-linker release line portfwd's eBPF build expects.

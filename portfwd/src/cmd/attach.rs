@@ -85,7 +85,11 @@ pub fn run(args: &Args) -> Result<String> {
     if args.no_local {
         let _ = writeln!(out, "host-local and hairpin access: off (--no-local)");
     } else {
-        let _ = writeln!(out, "host-local and hairpin access: cgroup {}", cgroup.display());
+        let _ = writeln!(
+            out,
+            "host-local and hairpin access: cgroup {}",
+            cgroup.display()
+        );
     }
     for m in &args.mappings {
         let _ = writeln!(out, "  {m}");

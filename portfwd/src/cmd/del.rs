@@ -11,7 +11,11 @@ pub fn run(selectors: &[PortSelector], kill: bool) -> Result<String> {
     let removed = table::remove(&mut at.maps, selectors, kill)?;
     let mut out = String::new();
     for h in &removed {
-        let _ = writeln!(out, "removed {h}{}", if kill { " (flows killed)" } else { "" });
+        let _ = writeln!(
+            out,
+            "removed {h}{}",
+            if kill { " (flows killed)" } else { "" }
+        );
     }
     Ok(out)
 }

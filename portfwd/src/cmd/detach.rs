@@ -33,8 +33,13 @@ pub fn run(bridge: &str) -> Result<String> {
         }
         drop(maps);
         state.remove()?;
-        Ok(format!("detached {bridge}; removed all portfwd state in this namespace\n"))
+        Ok(format!(
+            "detached {bridge}; removed all portfwd state in this namespace\n"
+        ))
     } else {
-        Ok(format!("detached {bridge} ({} mappings removed)\n", owned.len()))
+        Ok(format!(
+            "detached {bridge} ({} mappings removed)\n",
+            owned.len()
+        ))
     }
 }

@@ -2,9 +2,7 @@
 use std::net::Ipv4Addr;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use portfwd_common::{
-    CT_DIR_FORWARD, CT_F_ACK, CT_F_CLOSING, CT_F_KILL, PROTO_TCP,
-};
+use portfwd_common::{CT_DIR_FORWARD, CT_F_ACK, CT_F_CLOSING, CT_F_KILL, PROTO_TCP};
 use serde::Serialize;
 
 use crate::{datapath::Maps, error::Result, spec::Proto, state::StateDir, table};
@@ -23,7 +21,11 @@ pub struct Flow {
 }
 
 fn endpoint(addr_be: u32, port_be: u16) -> String {
-    format!("{}:{}", Ipv4Addr::from(addr_be.to_ne_bytes()), u16::from_be(port_be))
+    format!(
+        "{}:{}",
+        Ipv4Addr::from(addr_be.to_ne_bytes()),
+        u16::from_be(port_be)
+    )
 }
 
 pub fn collect(maps: &Maps) -> Vec<Flow> {
@@ -38,7 +40,8 @@ pub fn collect(maps: &Maps) -> Vec<Flow> {
             "active"
         } else if e.flags & CT_F_KILL != 0 {
             "killed"
-        } else if e.flags & CT_F_CLOSING != 0 || reply.is_some_and(|r| r.flags & CT_F_CLOSING != 0) {
+        } else if e.flags & CT_F_CLOSING != 0 || reply.is_some_and(|r| r.flags & CT_F_CLOSING != 0)
+        {
             "closing"
         } else if e.flags & CT_F_ACK != 0 {
             "established"
@@ -46,7 +49,8 @@ pub fn collect(maps: &Maps) -> Vec<Flow> {
             "syn-sent"
         };
         out.push(Flow {
-            proto: Proto::from_number(key.proto).map_or_else(|| key.proto.to_string(), |p| p.to_string()),
+            proto: Proto::from_number(key.proto)
+                .map_or_else(|| key.proto.to_string(), |p| p.to_string()),
             client: endpoint(key.saddr_be, key.sport_be),
             host: endpoint(key.daddr_be, key.dport_be),
             container: endpoint(e.nat_addr_be, e.nat_port_be),
@@ -64,15 +68,26 @@ pub fn collect(maps: &Maps) -> Vec<Flow> {
 pub fn run(json: bool) -> Result<String> {
     let state = StateDir::current()?;
     if !state.exists() {
-        return Ok(if json { "[]\n".into() } else { "nothing attached in this network namespace\n".into() });
+        return Ok(if json {
+            "[]\n".into()
+        } else {
+            "nothing attached in this network namespace\n".into()
+        });
     }
     let flows = collect(&Maps::open(&state)?);
     if json {
         return Ok(serde_json::to_string_pretty(&flows).expect("plain data serialises") + "\n");
     }
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["PROTO", "CLIENT", "HOST", "CONTAINER", "STATE", "AGE", "BYTES IN/OUT"]);
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "PROTO",
+        "CLIENT",
+        "HOST",
+        "CONTAINER",
+        "STATE",
+        "AGE",
+        "BYTES IN/OUT",
+    ]);
     for f in &flows {
         t.add_row([
             f.proto.clone(),

@@ -30,7 +30,10 @@ pub struct Row {
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -42,7 +45,9 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
         .conntrack
         .iter()
         .filter_map(|r| r.ok())
-        .filter(|(_, e)| e.dir == CT_DIR_FORWARD && e.expires_ns > now && e.flags & CT_F_CLOSING == 0)
+        .filter(|(_, e)| {
+            e.dir == CT_DIR_FORWARD && e.expires_ns > now && e.flags & CT_F_CLOSING == 0
+        })
         .collect();
     table::entries(maps)
         .into_iter()
@@ -51,7 +56,11 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
             let key = host.key();
             let active = live
                 .iter()
-                .filter(|(k, e)| k.proto == key.proto && k.dport_be == key.port_be && e.map_addr_be == key.addr_be)
+                .filter(|(k, e)| {
+                    k.proto == key.proto
+                        && k.dport_be == key.port_be
+                        && e.map_addr_be == key.addr_be
+                })
                 .count() as u64;
             Row {
                 proto: host.proto.to_string(),
@@ -59,7 +68,8 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
                 host_port: host.port,
                 container_ip: Ipv4Addr::from(b.addr_be.to_ne_bytes()).to_string(),
                 container_port: u16::from_be(b.port_be),
-                bridge: ifaces::ifname(b.bridge_ifindex).unwrap_or_else(|| format!("#{}", b.bridge_ifindex)),
+                bridge: ifaces::ifname(b.bridge_ifindex)
+                    .unwrap_or_else(|| format!("#{}", b.bridge_ifindex)),
                 packets: s.fwd_packets + s.rev_packets,
                 bytes: s.fwd_bytes + s.rev_bytes,
                 packets_in: s.fwd_packets,
@@ -76,7 +86,11 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
 pub fn run(json: bool) -> Result<String> {
     let state = StateDir::current()?;
     if !state.exists() {
-        return Ok(if json { "[]\n".into() } else { "nothing attached in this network namespace\n".into() });
+        return Ok(if json {
+            "[]\n".into()
+        } else {
+            "nothing attached in this network namespace\n".into()
+        });
     }
     let maps = Maps::open(&state)?;
     let rows = rows(&maps);
@@ -85,7 +99,14 @@ pub fn run(json: bool) -> Result<String> {
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "PROTO", "HOST", "CONTAINER", "BRIDGE", "PACKETS IN/OUT", "BYTES IN/OUT", "CONNS", "ACTIVE",
+        "PROTO",
+        "HOST",
+        "CONTAINER",
+        "BRIDGE",
+        "PACKETS IN/OUT",
+        "BYTES IN/OUT",
+        "CONNS",
+        "ACTIVE",
     ]);
     for r in &rows {
         t.add_row([

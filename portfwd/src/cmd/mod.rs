@@ -32,7 +32,11 @@ pub(crate) fn open_attached() -> Result<Attached> {
     let mut maps = Maps::open(&state)?;
     // Every change also refreshes the host addresses (see `watch`).
     maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
-    Ok(Attached { state, maps, _lock: lock })
+    Ok(Attached {
+        state,
+        maps,
+        _lock: lock,
+    })
 }
 
 /// Refuses mappings whose host port a host process already holds.
@@ -48,11 +52,19 @@ pub(crate) fn check_not_held(mappings: &[Mapping]) -> Result<()> {
 
 /// The attached bridge a container address belongs to: the one whose subnet
 /// holds it, or the only one attached.
-pub(crate) fn bridge_for(bridges: &[u32], networks: &[ifaces::Network], m: &Mapping) -> Result<u32> {
+pub(crate) fn bridge_for(
+    bridges: &[u32],
+    networks: &[ifaces::Network],
+    m: &Mapping,
+) -> Result<u32> {
     let by_subnet: Vec<u32> = bridges
         .iter()
         .copied()
-        .filter(|b| networks.iter().any(|n| n.ifindex == *b && n.contains(m.container_ip)))
+        .filter(|b| {
+            networks
+                .iter()
+                .any(|n| n.ifindex == *b && n.contains(m.container_ip))
+        })
         .collect();
     match (by_subnet.as_slice(), bridges) {
         ([one], _) | ([], [one]) => Ok(*one),

@@ -19,7 +19,13 @@ const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 
 fn subscribe() -> Result<std::os::fd::OwnedFd> {
     // SAFETY: plain socket(2); ownership moves to OwnedFd right after.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
     if fd < 0 {
         return Err(Error::io("netlink socket", std::io::Error::last_os_error()));
     }
@@ -38,9 +44,15 @@ fn subscribe() -> Result<std::os::fd::OwnedFd> {
         )
     };
     if rc != 0 {
-        return Err(Error::io("binding the netlink socket", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "binding the netlink socket",
+            std::io::Error::last_os_error(),
+        ));
     }
-    let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    let tv = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
     // SAFETY: SO_RCVTIMEO takes a timeval of the given size.
     unsafe {
         libc::setsockopt(
@@ -78,11 +90,16 @@ pub fn run(max: Option<Duration>) -> Result<String> {
             return Ok(format!("namespace detached; {syncs} address syncs\n"));
         }
         if max.is_some_and(|m| start.elapsed() >= m) {
-            return Ok(format!("stopped after {:?}; {syncs} address syncs\n", start.elapsed()));
+            return Ok(format!(
+                "stopped after {:?}; {syncs} address syncs\n",
+                start.elapsed()
+            ));
         }
         // SAFETY: recv into a buffer of the given length.
         let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if got > 0 || (got < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS)) {
+        if got > 0
+            || (got < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS))
+        {
             // Any notification (or lost ones): re-read the whole set.
             if state.exists() {
                 sync()?;
