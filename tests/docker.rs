@@ -727,8 +727,8 @@ fn docker_end_to_end() {
         PAGE_WEB,
         "host via the external interface's address",
     );
-    // Another container, hairpin through a host address; the container sees
-    // the caller's own address.
+    // Another container, hairpin through a host address: source-NATed to
+    // that address, as docker-proxy would show it.
     assert_page(
         container_get(&format!("http://{gateway}:{PORT}/")),
         PAGE_WEB,
@@ -740,8 +740,25 @@ fn docker_end_to_end() {
         seen.trim()
     );
     assert!(
-        seen.contains("172.") && !seen.contains(&format!("{gateway}]")),
-        "hairpin peer: {seen}"
+        seen.contains(&format!("{gateway}]")) || seen.trim() == gateway.to_string(),
+        "hairpin peer should be {gateway}: {seen}"
+    );
+    // The client namespace, hooked like every process on the host (cgroup2
+    // root), reaches the port through the external path with its own
+    // address: the socket hooks act in the host's namespace only.
+    assert_page(
+        scene.client_get(&published),
+        PAGE_WEB,
+        "remote client, hooks on",
+    );
+    let seen = scene.client_get(&format!("{published}cgi-bin/ip")).unwrap();
+    eprintln!(
+        "docker test: remote client seen by the container as {}",
+        seen.trim()
+    );
+    assert!(
+        seen.contains(&format!("{client_ip}]")) || seen.trim() == client_ip.to_string(),
+        "the container should see the client's address {client_ip}, saw {seen:?}"
     );
     // Docker's own -p keeps working.
     assert_page(
@@ -754,12 +771,6 @@ fn docker_end_to_end() {
         PAGE_DOCKER_P,
         "docker -p from the host, attached",
     );
-    // Not checked here: the client namespace GETting the published port.
-    // With the hooks on the cgroup2 root its process is hooked too, and as a
-    // socket in another namespace going to a host address it is rewritten
-    // to the container's address (the README's "Scope"), a routed path that
-    // Docker's FORWARD policy (DROP) refuses. A remote client's packets
-    // never meet the hooks: step 4 checks that path with the hooks off.
 
     scene.detach();
     assert_same_iptables(&iptables, "after detach");
@@ -779,10 +790,9 @@ fn docker_end_to_end() {
         "{PORT} still answers after detach"
     );
 
-    // 4. A remote client, through the TC programs on the external interface
-    //    and the bridge (Docker's br_netfilter and FORWARD DROP in place).
-    //    --no-local: on one machine the client namespace would otherwise be
-    //    caught by the hairpin hook, as above. The container by its id.
+    // 4. --no-local: no socket hooks, the remote client still served by the
+    //    TC programs (Docker's br_netfilter and FORWARD DROP in place). The
+    //    container by its id.
     let short_id = &web_id[..12];
     let out = scene.attach(
         &["--external", &root_if, "--no-local"],

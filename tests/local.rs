@@ -1,6 +1,7 @@
-//! Host-local and hairpin access through portfwd's cgroup socket hooks
-//! (connect4, sendmsg4, recvmsg4, getpeername4) and the bind4 port
-//! reservation, over real sockets.
+//! Host-local access through portfwd's cgroup socket hooks (connect4,
+//! sendmsg4, recvmsg4, getpeername4), hairpin access from containers through
+//! the bridge's TC program, and the bind4 port reservation, over real
+//! sockets.
 //!
 //! The hooks only see processes in the topology's cgroup, and the test's own
 //! threads stay outside it (they play remote clients). So every client that
@@ -530,30 +531,86 @@ fn host_udp_via_loopback_replies_come_from_the_address_used() {
 fn hairpin_from_another_container_and_from_the_container_itself() {
     require_privileges!();
     let topo = Topology::new("hairpin", 2);
-    let server = http_server(&topo.containers[0].name, 80, "web", 3);
-    topo.attach(&["8080=172.30.0.10:80"]);
+    let server = http_server(&topo.containers[0].name, 80, "web", 4);
+    topo.attach(&["8080=172.30.0.10:80", "5353=172.30.0.10:53/udp"]);
+    let echo = udp_echo(&topo.containers[0].name, 53, 1);
 
+    // Hooked processes, so that the test also shows the socket hooks leave
+    // containers alone: the bridge's TC program does the hairpin, DNAT to
+    // the container plus SNAT to the host address the client used (the
+    // container's reply would otherwise bypass the host).
     let ext = HOST_EXT_IP.to_string();
     let bridge = BRIDGE_IP.to_string();
     let r = hooked(
         &topo,
         &topo.containers[1].name,
-        &[get(&ext, 8080), get(&bridge, 8080)],
+        &[
+            get(&ext, 8080),
+            get(&bridge, 8080),
+            udp_ask(&bridge, 5353, true, "ping"),
+        ],
     );
-    let from_b = format!("web saw {}", container_ip(1));
-    assert_page(&r[0], &from_b, (&ext, 8080));
-    assert_page(&r[1], &from_b, (&bridge, 8080));
+    assert_page(&r[0], &format!("web saw {HOST_EXT_IP}"), (&ext, 8080));
+    assert_page(&r[1], &format!("web saw {BRIDGE_IP}"), (&bridge, 8080));
+    assert_eq!(
+        r[2]["data"],
+        json!("echo:ping"),
+        "hairpin UDP through the bridge address: {}",
+        r[2]
+    );
+    assert_eq!(
+        r[2]["src"],
+        json!([bridge, 5353]),
+        "the UDP reply must come from the address asked: {}",
+        r[2]
+    );
 
     let r = hooked(&topo, &topo.containers[0].name, &[get(&ext, 8080)]);
-    assert_page(&r[0], &format!("web saw {}", container_ip(0)), (&ext, 8080));
+    assert_page(&r[0], &format!("web saw {HOST_EXT_IP}"), (&ext, 8080));
+
+    // And with plain sockets of the test, outside the hooks' cgroup.
+    let body = http_get(&topo.containers[1].name, BRIDGE_IP, 8080)
+        .expect("hairpin GET outside the cgroup");
+    assert_eq!(body, format!("web saw {BRIDGE_IP}"));
 
     let peers = server.join().unwrap();
     let ips: Vec<_> = peers.iter().map(|p| p.ip()).collect();
     assert_eq!(
         ips,
-        [container_ip(1), container_ip(1), container_ip(0)].map(std::net::IpAddr::V4),
-        "hairpin connections must keep the container's own address as source"
+        [HOST_EXT_IP, BRIDGE_IP, HOST_EXT_IP, BRIDGE_IP].map(std::net::IpAddr::V4),
+        "hairpin connections come from the host address the client used"
     );
+    let udp_peers = echo.join().unwrap();
+    assert_eq!(
+        udp_peers.len(),
+        1,
+        "the container must have answered the datagram"
+    );
+    assert_eq!(
+        udp_peers[0].ip(),
+        std::net::IpAddr::V4(BRIDGE_IP),
+        "hairpin UDP source"
+    );
+}
+
+/// A namespace that is not on the bridge (another netns on the same machine,
+/// routed through the host) is neither rewritten by the socket hooks nor
+/// hairpinned: its packets meet the external interface like a remote
+/// client's, and the container sees its own address.
+#[test]
+fn another_namespace_on_the_machine_is_a_remote_client() {
+    require_privileges!();
+    let topo = Topology::new("otherns", 1);
+    // The host routes nothing between the client and the bridge, as on a
+    // Docker host whose FORWARD policy is DROP: a connection rewritten to
+    // the container's address would go nowhere.
+    topo.host.sysctl("net.ipv4.ip_forward", "0");
+    let server = http_server(&topo.containers[0].name, 80, "web", 1);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let ext = HOST_EXT_IP.to_string();
+    let r = hooked(&topo, &topo.client.name, &[get(&ext, 8080)]);
+    assert_page(&r[0], &format!("web saw {CLIENT_IP}"), (&ext, 8080));
+    assert_eq!(server.join().unwrap().len(), 1);
 }
 
 #[test]
@@ -579,15 +636,14 @@ fn a_containers_own_localhost_is_never_rewritten() {
 
     let ext = HOST_EXT_IP.to_string();
     // The same hooked process: its own 127.0.0.1:8080 stays its own, while
-    // the host address on the same port is hairpinned (proof that the hooks
-    // do see this process).
+    // the host address on the same port is hairpinned.
     let r = hooked(
         &topo,
         &topo.containers[1].name,
         &[get("127.0.0.1", 8080), get(&ext, 8080)],
     );
     assert_page(&r[0], "local", ("127.0.0.1", 8080));
-    assert_page(&r[1], &format!("web saw {}", container_ip(1)), (&ext, 8080));
+    assert_page(&r[1], &format!("web saw {HOST_EXT_IP}"), (&ext, 8080));
 
     assert!(
         local_server.join().unwrap(),
@@ -639,7 +695,7 @@ fn host_ip_mappings_are_reachable_only_through_their_address() {
 fn no_local_leaves_host_clients_alone_but_keeps_remote_access_and_bind4() {
     require_privileges!();
     let topo = Topology::new("nolocal", 1);
-    let server = http_server(&topo.containers[0].name, 80, "web", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 2);
     let out = topo.attach_with(&["8080=172.30.0.10:80"], &["--no-local"]);
     assert!(
         out.contains("--no-local"),
@@ -669,7 +725,11 @@ fn no_local_leaves_host_clients_alone_but_keeps_remote_access_and_bind4() {
     let body = http_get(&topo.client.name, HOST_EXT_IP, 8080)
         .expect("the remote client must still get through");
     assert_eq!(body, format!("web saw {CLIENT_IP}"));
-    assert_eq!(server.join().unwrap().len(), 1);
+    // Hairpin is the datapath's, not the hooks': it stays.
+    let body =
+        http_get(&topo.containers[0].name, HOST_EXT_IP, 8080).expect("hairpin with --no-local");
+    assert_eq!(body, format!("web saw {HOST_EXT_IP}"));
+    assert_eq!(server.join().unwrap().len(), 2);
 }
 
 #[test]

@@ -125,9 +125,17 @@ pub const CT_LIFETIME_UDP_NS: u64 = 60 * 1_000_000_000;
 /// enough to find its sibling:
 /// - forward entry (key client -> host:port): `nat_*` is the container
 ///   endpoint the destination is rewritten to, `ifindex` the bridge;
-/// - reply entry (key container -> client): `nat_*` is the host address and
-///   port the source is rewritten back to, `ifindex` the interface the client
-///   came in on.
+/// - reply entry (key container -> `peer` or client): `nat_*` is the host
+///   address and port the source is rewritten back to, `ifindex` the
+///   interface the client came in on.
+///
+/// Hairpin flows (a container on the bridge reaching a published port
+/// through a host address) are source-NATed as well, since the container's
+/// reply would otherwise go straight back over the bridge. For them `peer_*`
+/// is non-zero: on the forward entry it is the source the packet is
+/// rewritten to (the host address the client used, with a free port), on the
+/// reply entry the client's own address and port the destination is
+/// rewritten back to. Other flows have `peer_addr_be == 0`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CtEntry {
@@ -146,27 +154,54 @@ pub struct CtEntry {
     /// wildcard): with the host port and protocol it names the mapping's
     /// `pf_mstats` entry.
     pub map_addr_be: u32,
+    /// Hairpin flows only, else 0 (see above).
+    pub peer_addr_be: u32,
+    pub peer_port_be: u16,
+    pub pad: u16,
 }
 
 impl CtEntry {
+    /// True for the entries of a hairpin flow (source-NATed too).
+    pub fn is_hairpin(&self) -> bool {
+        self.peer_addr_be != 0
+    }
+
     /// The key of the other direction of the flow this entry (stored at
     /// `key`) belongs to: forward client -> host:port pairs with reply
-    /// container -> client, and the reverse.
+    /// container -> client (container -> peer for hairpin flows), and the
+    /// reverse.
     pub fn sibling_key(&self, key: &CtKey) -> CtKey {
+        let hairpin = self.is_hairpin();
         if self.dir == CT_DIR_FORWARD {
             CtKey {
                 saddr_be: self.nat_addr_be,
-                daddr_be: key.saddr_be,
+                daddr_be: if hairpin {
+                    self.peer_addr_be
+                } else {
+                    key.saddr_be
+                },
                 sport_be: self.nat_port_be,
-                dport_be: key.sport_be,
+                dport_be: if hairpin {
+                    self.peer_port_be
+                } else {
+                    key.sport_be
+                },
                 proto: key.proto,
                 pad: [0; 3],
             }
         } else {
             CtKey {
-                saddr_be: key.daddr_be,
+                saddr_be: if hairpin {
+                    self.peer_addr_be
+                } else {
+                    key.daddr_be
+                },
                 daddr_be: self.nat_addr_be,
-                sport_be: key.dport_be,
+                sport_be: if hairpin {
+                    self.peer_port_be
+                } else {
+                    key.dport_be
+                },
                 dport_be: self.nat_port_be,
                 proto: key.proto,
                 pad: [0; 3],
@@ -234,15 +269,20 @@ pub mod stat {
     pub const KILL_RST_REFLECTED: u32 = 7;
     pub const SOCK_REWRITTEN: u32 = 8;
     pub const BIND_REFUSED: u32 = 9;
+    pub const HAIRPIN: u32 = 10;
+    /// A hairpin flow took another source port: the client's own was in use.
+    pub const HAIRPIN_PORT_MOVED: u32 = 11;
 
     pub const DROP_CSUM_L3: u32 = 130;
     pub const DROP_CSUM_L4: u32 = 131;
     pub const DROP_STORE: u32 = 132;
     pub const DROP_CT_CREATE: u32 = 133;
     pub const DROP_REDIRECT: u32 = 134;
+    /// No free source port for a hairpin flow.
+    pub const DROP_NO_PORT: u32 = 135;
 
     /// (code, name) for every counter, for userspace reports.
-    pub const NAMES: [(u32, &str); 14] = [
+    pub const NAMES: [(u32, &str); 17] = [
         (DNAT, "dnat"),
         (REVERSE_NAT, "reverse_nat"),
         (CT_NEW, "ct_new"),
@@ -252,23 +292,26 @@ pub mod stat {
         (KILL_RST_REFLECTED, "kill_rst_reflected"),
         (SOCK_REWRITTEN, "sock_rewritten"),
         (BIND_REFUSED, "bind_refused"),
+        (HAIRPIN, "hairpin"),
+        (HAIRPIN_PORT_MOVED, "hairpin_port_moved"),
         (DROP_CSUM_L3, "drop_csum_l3"),
         (DROP_CSUM_L4, "drop_csum_l4"),
         (DROP_STORE, "drop_store"),
         (DROP_CT_CREATE, "drop_ct_create"),
         (DROP_REDIRECT, "drop_redirect"),
+        (DROP_NO_PORT, "drop_no_port"),
     ];
 }
 
 const _: () = assert!(core::mem::size_of::<MapKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 12);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<MapStats>() == 40);
 const _: () = assert!(core::mem::size_of::<PortKey>() == 4);
 const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
-const _: () = assert!(stat::DROP_REDIRECT < STATS_MAX);
+const _: () = assert!(stat::DROP_NO_PORT < STATS_MAX);
 
 #[cfg(feature = "user")]
 mod user {

@@ -6,7 +6,7 @@
 //! established, and a short final one after both FINs or a RST; UDP gets a
 //! fixed idle timeout. Expired entries are ignored and overwritten; the LRU
 //! evicts the oldest when the map is full.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use portfwd_common::{
     stat, Backend, CtEntry, CtKey, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_ACK, CT_F_CLOSING, CT_F_FIN,
     CT_F_RST, CT_F_SYN, CT_LIFETIME_CLOSE_NS, CT_LIFETIME_TCP_NS, CT_LIFETIME_TCP_SYN_NS,
@@ -53,17 +53,25 @@ pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
 
 /// Creates (or overwrites) both entries of a flow whose forward packet is
 /// `flow`, arriving on `client_ifindex` and going to `backend` through the
-/// mapping whose key has host address `map_addr_be`.
+/// mapping whose key has host address `map_addr_be`. A hairpin flow also has
+/// its source rewritten to `snat` (address, port).
 #[inline(always)]
 pub fn create(
     flow: &Flow,
     backend: &Backend,
     map_addr_be: u32,
     client_ifindex: u32,
+    snat: Option<(u32, u16)>,
     now: u64,
 ) -> Result<(), u32> {
     let flags = tcp_flags(flow);
     let lifetime = lifetime_for(flow.is_tcp(), flags);
+    // Where the container's replies go: the client, or the SNAT address.
+    let (reply_to_addr, reply_to_port) = snat.unwrap_or((flow.saddr_be, flow.sport_be));
+    let (fwd_peer, rep_peer) = match snat {
+        Some(s) => (s, (flow.saddr_be, flow.sport_be)),
+        None => ((0, 0), (0, 0)),
+    };
     let forward = CtEntry {
         expires_ns: now + lifetime,
         created_ns: now,
@@ -75,12 +83,15 @@ pub fn create(
         flags,
         ifindex: backend.bridge_ifindex,
         map_addr_be,
+        peer_addr_be: fwd_peer.0,
+        peer_port_be: fwd_peer.1,
+        pad: 0,
     };
     let reply_key = CtKey {
         saddr_be: backend.addr_be,
-        daddr_be: flow.saddr_be,
+        daddr_be: reply_to_addr,
         sport_be: backend.port_be,
-        dport_be: flow.sport_be,
+        dport_be: reply_to_port,
         proto: flow.proto,
         pad: [0; 3],
     };
@@ -95,11 +106,35 @@ pub fn create(
         flags: 0,
         ifindex: client_ifindex,
         map_addr_be,
+        peer_addr_be: rep_peer.0,
+        peer_port_be: rep_peer.1,
+        pad: 0,
     };
     // Reply entry first: once the forward entry exists, a reply can come.
-    CONNTRACK
-        .insert(&reply_key, &reply, 0)
-        .map_err(|_| stat::DROP_CT_CREATE)?;
+    if snat.is_some() {
+        // The port was free when chosen; another CPU may have taken it since.
+        // BPF_NOEXIST settles that race; an entry that exists but is dead or
+        // is this client's own earlier flow may be overwritten.
+        if CONNTRACK
+            .insert(&reply_key, &reply, BPF_NOEXIST as u64)
+            .is_err()
+        {
+            if let Some(e) = lookup(&reply_key, now) {
+                // SAFETY: pointer from `lookup` in this program run.
+                let e = unsafe { &*e };
+                if e.peer_addr_be != flow.saddr_be || e.peer_port_be != flow.sport_be {
+                    return Err(stat::DROP_NO_PORT);
+                }
+            }
+            CONNTRACK
+                .insert(&reply_key, &reply, 0)
+                .map_err(|_| stat::DROP_CT_CREATE)?;
+        }
+    } else {
+        CONNTRACK
+            .insert(&reply_key, &reply, 0)
+            .map_err(|_| stat::DROP_CT_CREATE)?;
+    }
     CONNTRACK
         .insert(&key_of(flow), &forward, 0)
         .map_err(|_| stat::DROP_CT_CREATE)?;
@@ -199,4 +234,11 @@ pub fn host_port(key: &CtKey, entry: &CtEntry) -> u16 {
 pub fn is_reply(entry: *const CtEntry) -> bool {
     // SAFETY: pointer from `lookup` in this program run.
     unsafe { (*entry).dir == CT_DIR_REPLY }
+}
+
+/// True if `entry` belongs to a hairpin (source-NATed) flow.
+#[inline(always)]
+pub fn is_hairpin(entry: *const CtEntry) -> bool {
+    // SAFETY: pointer from `lookup` in this program run.
+    unsafe { (*entry).is_hairpin() }
 }

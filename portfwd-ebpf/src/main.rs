@@ -3,9 +3,10 @@
 //!
 //! - `dnat`: packets from outside to a published host port (TC ingress on the
 //!   external interfaces);
-//! - `rnat`: the containers' replies (TC ingress on the bridge);
-//! - `sock`: clients on the host and hairpin clients in containers (cgroup
-//!   sock_addr hooks), and keeping host processes off published ports;
+//! - `rnat`: the containers' replies (TC ingress on the bridge), and handing
+//!   hairpin packets from containers to `dnat`, with `snat` for their source;
+//! - `sock`: clients on the host itself (cgroup sock_addr hooks), and keeping
+//!   host processes off published ports;
 //! - `reset`: ending killed flows;
 //! - `parse`, `nat`, `conntrack`, `mapping`, `maps`, `stats`: shared pieces.
 #![no_std]
@@ -19,6 +20,7 @@ mod nat;
 mod parse;
 mod reset;
 mod rnat;
+mod snat;
 mod sock;
 mod stats;
 
@@ -34,13 +36,14 @@ pub fn pf_ext_in(ctx: TcContext) -> i32 {
     dnat::from_external(&ctx)
 }
 
-/// TC ingress on the bridge: reverse NAT of replies, redirect to the client.
+/// TC ingress on the bridge: reverse NAT of replies, redirect to the client;
+/// DNAT and SNAT of containers' own packets to published ports (hairpin).
 #[classifier]
 pub fn pf_br_in(ctx: TcContext) -> i32 {
     rnat::from_bridge(&ctx)
 }
 
-/// connect(2), TCP and UDP: host-local and hairpin clients.
+/// connect(2), TCP and UDP: clients on the host itself.
 #[cgroup_sock_addr(connect4)]
 pub fn pf_connect4(ctx: SockAddrContext) -> i32 {
     sock::redirect(&ctx)

@@ -1,16 +1,19 @@
-//! Socket-level forwarding for clients that never send a packet through the
-//! external interfaces: processes on the host (127.0.0.1:PORT, or any of the
-//! host's addresses) and containers reaching a published port through a host
-//! address (hairpin). cgroup sock_addr hooks rewrite the destination at
-//! connect(2) / sendmsg(2) time, so no packet needs NAT at all, and put the
-//! original address back in recvmsg(2) and getpeername(2).
+//! Socket-level forwarding for clients on the host itself, which never send a
+//! packet through the external interfaces: processes connecting to
+//! 127.0.0.1:PORT or to any of the host's addresses. cgroup sock_addr hooks
+//! rewrite the destination at connect(2) / sendmsg(2) time, so no packet
+//! needs NAT at all, and put the original address back in recvmsg(2) and
+//! getpeername(2).
 //!
-//! A destination is rewritten only when
-//! - the socket is in the host's network namespace and the destination is
-//!   loopback or one of the host's addresses, with a mapped port; or
-//! - the socket is in another namespace (a container) and the destination is
-//!   one of the host's addresses with a mapped port. A container's own
-//!   127.0.0.1 is never touched.
+//! A destination is rewritten only when the socket is in the host's network
+//! namespace (the hooks run for every namespace under the cgroup) and the
+//! destination is loopback or one of the host's addresses, with a mapped
+//! port. Sockets in other namespaces are never touched: a container on the
+//! bridge reaching a host address is hairpinned by the TC program on the
+//! bridge, and any other namespace's packets meet the external interfaces
+//! like a remote client's. Rewriting them here would send them straight to
+//! the container's address over a routed path that Docker's FORWARD policy
+//! drops, and would touch a container's own 127.0.0.1.
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
@@ -66,12 +69,7 @@ pub fn redirect(ctx: &SockAddrContext) -> i32 {
     // user_port is a 32-bit field holding a 16-bit port in network order;
     // read it whole (narrower loads are rejected for some hooks).
     let port = addr.user_port as u16;
-    let from_host = in_host_netns(ctx);
-    if mapping::is_loopback(dst) {
-        if !from_host {
-            return ALLOW;
-        }
-    } else if !mapping::is_local(dst) {
+    if !in_host_netns(ctx) || !(mapping::is_loopback(dst) || mapping::is_local(dst)) {
         return ALLOW;
     }
     let Some(m) = mapping::lookup(dst, port, proto) else {
