@@ -24,7 +24,7 @@ use crate::{
     state::StateDir,
 };
 
-/// The cgroup sock_addr programs that serve host-local and hairpin clients.
+/// The cgroup sock_addr programs that serve clients on the host itself.
 pub const LOCAL_PROGRAMS: [&str; 4] = [
     PROG_CONNECT4,
     PROG_SENDMSG4,

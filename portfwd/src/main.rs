@@ -38,7 +38,7 @@ enum Command {
         /// cgroup2 directory for the socket hooks (default: the cgroup2 root).
         #[arg(long, value_name = "PATH")]
         cgroup: Option<PathBuf>,
-        /// Do not serve clients on the host itself or hairpin clients in containers.
+        /// Do not serve clients on the host itself (no cgroup socket hooks; containers and remote clients are served either way).
         #[arg(long)]
         no_local: bool,
         /// Publish even if a host process holds the port.

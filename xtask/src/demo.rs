@@ -75,11 +75,9 @@ pub fn demo(portfwd: &Path) -> Result<()> {
     ));
     demo.attached = true;
     let map = format!("{HOST_PORT}={WEB_IP}:{WEB_PORT}");
-    // --no-local: portfwd's socket hooks (host-local and hairpin access) sit
-    // on a cgroup, machine-wide. They would take the client namespace, which
-    // stands in for a remote machine, for a container reaching a host
-    // address, and rewrite its connect() straight to 172.31.0.10 (which the
-    // client cannot route to) instead of letting its packets arrive on h0.
+    // --no-local: the demo shows the remote path only, so it leaves the
+    // socket hooks for the host's own processes (attached on the cgroup2
+    // root, machine-wide) out of it.
     demo.portfwd(&["attach", BRIDGE, "--no-local", "--map", &map])?;
 
     heading(&format!(

@@ -19,7 +19,7 @@ pub struct Args {
     pub external: Vec<String>,
     /// Where the socket hooks attach (default: the cgroup2 root).
     pub cgroup: Option<PathBuf>,
-    /// No socket hooks for host-local and hairpin clients.
+    /// No socket hooks for clients on the host itself.
     pub no_local: bool,
     /// Publish even if a host process holds the port.
     pub force: bool,
@@ -83,13 +83,9 @@ pub fn run(args: &Args) -> Result<String> {
         external.join(", ")
     );
     if args.no_local {
-        let _ = writeln!(out, "host-local and hairpin access: off (--no-local)");
+        let _ = writeln!(out, "host-local access: off (--no-local)");
     } else {
-        let _ = writeln!(
-            out,
-            "host-local and hairpin access: cgroup {}",
-            cgroup.display()
-        );
+        let _ = writeln!(out, "host-local access: cgroup {}", cgroup.display());
     }
     for m in &args.mappings {
         let _ = writeln!(out, "  {m}");
