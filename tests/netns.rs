@@ -325,6 +325,117 @@ fn detach_leaves_no_program_and_no_pin() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
+/// Creates an LRU hash map with the given sizes and pins it at `path`: a map
+/// as an older portfwd with another layout would have left it. Raw bpf(2)
+/// (aya creates maps only from an object); constants from linux/bpf.h.
+fn pin_map_with_layout(path: &std::path::Path, key_size: u32, value_size: u32) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+    // union bpf_attr is 144 bytes in 6.x; the unused tail stays zero.
+    let mut attr = [0u64; 18];
+    let words: [u32; 4] = [BPF_MAP_TYPE_LRU_HASH, key_size, value_size, 16];
+    // SAFETY: the first 16 bytes of the attr are the four u32 fields above.
+    unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), attr.as_mut_ptr().cast::<u32>(), 4) };
+    // SAFETY: bpf(2) reads `size` bytes of `attr`, which is that long.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut attr = [0u64; 18];
+    attr[0] = cpath.as_ptr() as u64;
+    attr[1] = fd as u64; // bpf_fd (u32), file_flags 0
+                         // SAFETY: as above; `cpath` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "BPF_OBJ_PIN {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: closing the descriptor bpf(2) returned; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn state_from_another_version_is_refused_and_detach_still_removes_it() {
+    require_privileges!();
+    let topo = Topology::new("stale", 1);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let dir = topo.state_dir();
+    // The conntrack map as a build with a 48-byte entry left it.
+    let ct = dir.join(portfwd_common::MAP_CONNTRACK);
+    std::fs::remove_file(&ct).unwrap();
+    pin_map_with_layout(&ct, 16, 48);
+
+    for args in [
+        vec!["list"],
+        vec!["add", "8081=172.30.0.10:81"],
+        vec![
+            "attach",
+            "docker0",
+            "--no-local",
+            "--map",
+            "8082=172.30.0.10:82",
+        ],
+    ] {
+        let out = topo.portfwd(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "portfwd {args:?} over stale state: {err}"
+        );
+        assert!(
+            err.contains(
+                "holds maps made by another portfwd version (pf_ct: key 16 bytes, value 48 bytes"
+            ),
+            "portfwd {args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
+    }
+    assert_eq!(
+        tcx_ingress_programs(&topo.host.name, "docker0").len(),
+        1,
+        "the refused attach changed the links"
+    );
+
+    let out = topo.portfwd(&["detach", "docker0"]);
+    assert!(
+        out.status.success(),
+        "detach over stale state: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.exists(), "pins left behind in {}", dir.display());
+    assert!(
+        tcx_ingress_programs(&topo.host.name, "h0").is_empty(),
+        "program left on h0"
+    );
+    assert!(
+        tcx_ingress_programs(&topo.host.name, "docker0").is_empty(),
+        "program left on docker0"
+    );
+    topo.attach(&["8080=172.30.0.10:80"]);
+}
+
 #[test]
 fn reattach_updates_in_place_and_keeps_established_flows() {
     require_privileges!();

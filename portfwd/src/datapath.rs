@@ -13,10 +13,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use portfwd_common::{
-    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, ALL_MAPS, GLOBAL_HOST_NETNS,
-    MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_MAPPINGS, MAP_MAPPING_STATS, MAP_PORTS, MAP_STATS,
-    PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4,
-    PROG_RECVMSG4, PROG_SENDMSG4,
+    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, SockRevKey, SockRevValue, ALL_MAPS,
+    GLOBAL_HOST_NETNS, MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_MAPPINGS, MAP_MAPPING_STATS, MAP_PORTS,
+    MAP_SOCK_REVERSE, MAP_STATS, PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_CONNECT4,
+    PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4,
 };
 
 use crate::{
@@ -31,6 +31,68 @@ pub const LOCAL_PROGRAMS: [&str; 4] = [
     PROG_RECVMSG4,
     PROG_GETPEERNAME4,
 ];
+
+/// Key and value size of every map, as this build lays them out.
+const LAYOUTS: [(&str, usize, usize); 7] = [
+    (MAP_MAPPINGS, size_of::<MapKey>(), size_of::<Backend>()),
+    (MAP_CONNTRACK, size_of::<CtKey>(), size_of::<CtEntry>()),
+    (MAP_LOCAL_ADDRS, size_of::<u32>(), size_of::<u32>()),
+    (MAP_STATS, size_of::<u32>(), size_of::<u64>()),
+    (
+        MAP_MAPPING_STATS,
+        size_of::<MapKey>(),
+        size_of::<MapStats>(),
+    ),
+    (MAP_PORTS, size_of::<PortKey>(), size_of::<u32>()),
+    (
+        MAP_SOCK_REVERSE,
+        size_of::<SockRevKey>(),
+        size_of::<SockRevValue>(),
+    ),
+];
+const _: () = assert!(LAYOUTS.len() == ALL_MAPS.len());
+
+/// Fails with `StaleState` if a map pinned in `state` has another key or
+/// value size than this build uses (state left by another portfwd version):
+/// reusing it would make the programs fail to load or misread entries.
+pub fn check_layouts(state: &StateDir) -> Result<()> {
+    for (name, _, _) in LAYOUTS {
+        if state.map_pin(name).exists() {
+            open_checked(state, name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the map pinned in `state` as `name`, checking its layout.
+fn open_checked(state: &StateDir, name: &str) -> Result<MapData> {
+    let path = state.map_pin(name);
+    let data = MapData::from_pin(&path)
+        .map_err(|e| Error::ebpf(format!("opening {}", path.display()), e))?;
+    let Some(&(_, key, value)) = LAYOUTS.iter().find(|(n, _, _)| *n == name) else {
+        return Ok(data);
+    };
+    let info = data
+        .info()
+        .map_err(|e| Error::ebpf(format!("reading {}", path.display()), e))?;
+    let found = (info.key_size() as usize, info.value_size() as usize);
+    if found != (key, value) {
+        return Err(Error::StaleState {
+            dir: state.path.clone(),
+            map: name.to_string(),
+            found: format!("key {} bytes, value {} bytes", found.0, found.1),
+            expected: format!("{key} and {value}"),
+        });
+    }
+    Ok(data)
+}
+
+/// The mapping table alone, for detach, which must work on state of any
+/// version.
+pub fn open_mappings(state: &StateDir) -> Result<HashMap<MapData, MapKey, Backend>> {
+    let data = open_checked(state, MAP_MAPPINGS)?;
+    HashMap::try_from(Map::HashMap(data)).map_err(|e| Error::ebpf(format!("map {MAP_MAPPINGS}"), e))
+}
 
 /// Loads the object for the current network namespace (whose cookie the
 /// socket hooks compare against). With `state`, every map is opened from its
@@ -216,12 +278,11 @@ impl Maps {
         Self::from_maps(maps)
     }
 
-    /// Opens the maps pinned in a state directory.
+    /// Opens the maps pinned in a state directory, after checking they have
+    /// this build's layouts.
     pub fn open(state: &StateDir) -> Result<Self> {
         let open = |name: &str| -> Result<Map> {
-            let path = state.map_pin(name);
-            let data = MapData::from_pin(&path)
-                .map_err(|e| Error::ebpf(format!("opening {}", path.display()), e))?;
+            let data = open_checked(state, name)?;
             Map::from_map_data(data).map_err(|e| Error::ebpf(format!("map {name}"), e))
         };
         let maps = [

@@ -43,6 +43,16 @@ pub enum Error {
     NoBpffs { path: PathBuf, why: String },
     #[error("kernel {found} is too old: portfwd needs Linux {needed} or later (TCX links)")]
     KernelTooOld { found: String, needed: String },
+    #[error(
+        "{dir} holds maps made by another portfwd version ({map}: {found}, this portfwd uses \
+         {expected}); `portfwd detach BRIDGE` removes them, then attach again"
+    )]
+    StaleState {
+        dir: PathBuf,
+        map: String,
+        found: String,
+        expected: String,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -16,22 +16,31 @@ pub fn run(bridge: &str) -> Result<String> {
     if !pin.exists() {
         return Err(Error::NotAttached(bridge.to_string()));
     }
-    let mut maps = datapath::Maps::open(&state)?;
-    let owned: Vec<_> = maps
-        .mapping_entries()
-        .into_iter()
-        .filter(|(_, b)| b.bridge_ifindex == index)
-        .map(|(k, _)| k)
-        .collect();
-    for key in &owned {
-        let _ = maps.mappings.remove(key);
+    let last = state.bridges() == [index];
+    // Only the mapping table is needed, and only when other bridges stay:
+    // the last detach removes everything, even state another portfwd
+    // version left whose maps this one cannot read.
+    let mut owned = Vec::new();
+    match datapath::open_mappings(&state) {
+        Ok(mut mappings) => {
+            owned = mappings
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(_, b)| b.bridge_ifindex == index)
+                .map(|(k, _)| k)
+                .collect();
+            for key in &owned {
+                let _ = mappings.remove(key);
+            }
+        }
+        Err(e) if !last => return Err(e),
+        Err(_) => {}
     }
     datapath::detach_pinned(&pin)?;
-    if state.bridges().is_empty() {
+    if last {
         for ext in state.externals() {
             datapath::detach_pinned(&state.external_link(ext))?;
         }
-        drop(maps);
         state.remove()?;
         Ok(format!(
             "detached {bridge}; removed all portfwd state in this namespace\n"
