@@ -67,8 +67,14 @@ pub fn from_bridge(
         // An outside client's tuple arriving from the bridge: left alone.
         return TC_ACT_OK as i32;
     }
-    if entry.is_none() && !mapping::is_local(flow.daddr_be) {
-        return TC_ACT_OK as i32;
+    if entry.is_none() {
+        // Most of what containers send is neither: the rest of their TCP
+        // flows (only a SYN starts a hairpin flow) and traffic to other
+        // hosts. Checked cheapest first.
+        let syn = flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        if flow.is_tcp() && !syn || !mapping::is_local(flow.daddr_be) {
+            return TC_ACT_OK as i32;
+        }
     }
     translate(ctx, flow, key, entry, true, now)
 }
