@@ -139,13 +139,30 @@ fn del_drains_established_flows_and_refuses_new_ones() {
 #[test]
 fn del_kill_ends_established_flows_on_both_ends() {
     require_privileges!();
-    let topo = Topology::new("kill", 1);
+    kill_ends_both_ends("kill", false);
+}
+
+/// The same for a hairpin flow (container 1 through the bridge's address),
+/// whose entries are NATed both ways.
+#[test]
+fn del_kill_ends_hairpin_flows_on_both_ends() {
+    require_privileges!();
+    kill_ends_both_ends("kill-hp", true);
+}
+
+fn kill_ends_both_ends(tag: &str, hairpin: bool) {
+    let topo = Topology::new(tag, 2);
+    let (client_ns, addr, client_ip) = if hairpin {
+        (topo.containers[1].name.clone(), BRIDGE_IP, container_ip(1))
+    } else {
+        (topo.client.name.clone(), HOST_EXT_IP, CLIENT_IP)
+    };
     let listener = tcp_listener(&topo.containers[0].name, 80);
     topo.attach(&["8080=172.30.0.10:80"]);
     let (first, rest) = (1 << 20, 64 << 20);
     let (go, wait) = mpsc::channel();
     let server = paused_sender(listener, first, rest, wait);
-    let mut c = connect_from(&topo.client.name, HOST_EXT_IP, 8080).unwrap();
+    let mut c = connect_from(&client_ns, addr, 8080).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = vec![0u8; first];
     c.read_exact(&mut got).unwrap();
@@ -157,7 +174,7 @@ fn del_kill_ends_established_flows_on_both_ends() {
         flows[0]["client"]
             .as_str()
             .unwrap()
-            .starts_with("10.0.1.2:"),
+            .starts_with(&format!("{client_ip}:")),
         "{flows:#?}"
     );
 
