@@ -177,6 +177,15 @@ fn kill_ends_both_ends(tag: &str, hairpin: bool) {
             .starts_with(&format!("{client_ip}:")),
         "{flows:#?}"
     );
+    if hairpin {
+        let seen = flows[0]["container_sees"].as_str().unwrap_or_default();
+        assert!(
+            seen.starts_with(&format!("{BRIDGE_IP}:")),
+            "hairpin source: {flows:#?}"
+        );
+    } else {
+        assert!(flows[0]["container_sees"].is_null(), "{flows:#?}");
+    }
 
     ok(topo.portfwd(&["del", "--kill", "8080"]), "del --kill");
     let start = Instant::now();

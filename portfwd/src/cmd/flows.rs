@@ -13,6 +13,10 @@ pub struct Flow {
     pub client: String,
     pub host: String,
     pub container: String,
+    /// Hairpin flows: the source the container sees (the host address the
+    /// client used and the port the flow was given). None for other flows,
+    /// where the container sees the client itself.
+    pub container_sees: Option<String>,
     pub state: String,
     pub age_s: f64,
     pub expires_in_s: f64,
@@ -54,6 +58,9 @@ pub fn collect(maps: &Maps) -> Vec<Flow> {
             client: endpoint(key.saddr_be, key.sport_be),
             host: endpoint(key.daddr_be, key.dport_be),
             container: endpoint(e.nat_addr_be, e.nat_port_be),
+            container_sees: e
+                .is_hairpin()
+                .then(|| endpoint(e.peer_addr_be, e.peer_port_be)),
             state: state.to_string(),
             age_s: now.saturating_sub(e.created_ns) as f64 / 1e9,
             expires_in_s: (e.expires_ns - now) as f64 / 1e9,
@@ -93,7 +100,10 @@ pub fn run(json: bool) -> Result<String> {
             f.proto.clone(),
             f.client.clone(),
             f.host.clone(),
-            f.container.clone(),
+            match &f.container_sees {
+                Some(seen) => format!("{} (sees {seen})", f.container),
+                None => f.container.clone(),
+            },
             f.state.clone(),
             format!("{:.1}s", f.age_s),
             format!("{}/{}", f.bytes_in, f.bytes_out),
