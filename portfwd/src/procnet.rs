@@ -135,8 +135,16 @@ fn owner(inode: u64) -> Option<String> {
 /// The first of `hosts` that a socket in this namespace holds (same port and
 /// protocol, overlapping address), with who holds it.
 pub fn first_held<'a>(hosts: impl IntoIterator<Item = &'a HostPort>) -> Option<(HostPort, String)> {
-    let tcp = sockets(Proto::Tcp);
-    let udp = sockets(Proto::Udp);
+    let hosts: Vec<&HostPort> = hosts.into_iter().collect();
+    // Dump only the protocols asked about.
+    let dump_if = |p: Proto| {
+        if hosts.iter().any(|h| h.proto == p) {
+            sockets(p)
+        } else {
+            Vec::new()
+        }
+    };
+    let (tcp, udp) = (dump_if(Proto::Tcp), dump_if(Proto::Udp));
     for host in hosts {
         let socks = if host.proto == Proto::Tcp { &tcp } else { &udp };
         let held = socks.iter().find(|s| {

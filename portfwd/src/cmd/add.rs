@@ -24,12 +24,11 @@ pub fn run(args: &Args) -> Result<String> {
     }
     // Resolve every bridge before changing anything.
     let bridges = at.state.bridges();
-    let networks = crate::ifaces::ipv4_networks()?;
     let mut by_bridge: std::collections::BTreeMap<u32, Vec<crate::spec::Mapping>> =
         Default::default();
     for m in &args.mappings {
         by_bridge
-            .entry(super::bridge_for(&bridges, &networks, m)?)
+            .entry(super::bridge_for(&bridges, &at.networks, m)?)
             .or_default()
             .push(*m);
     }

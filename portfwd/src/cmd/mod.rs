@@ -20,6 +20,8 @@ use crate::{
 pub(crate) struct Attached {
     pub state: StateDir,
     pub maps: Maps,
+    /// The namespace's IPv4 addresses, as read for this command.
+    pub networks: Vec<ifaces::Network>,
     _lock: Lock,
 }
 
@@ -31,10 +33,12 @@ pub(crate) fn open_attached() -> Result<Attached> {
     let lock = table::lock(&state)?;
     let mut maps = Maps::open(&state)?;
     // Every change also refreshes the host addresses (see `watch`).
-    maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
+    let networks = ifaces::ipv4_networks()?;
+    maps.sync_local_addrs(&ifaces::by_address(&networks))?;
     Ok(Attached {
         state,
         maps,
+        networks,
         _lock: lock,
     })
 }
