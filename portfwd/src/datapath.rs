@@ -230,20 +230,67 @@ pub fn attach_pinned(prog: &mut SchedClassifier, ifname: &str, pin: &Path) -> Re
     Ok(())
 }
 
-/// Removes a pinned link; the program leaves the interface when the last
-/// reference (the pin) goes.
+/// Takes a pinned link's program off its hook at once, then removes the pin.
+/// Unlinking the pin alone drops the last reference only after an RCU grace
+/// period (bpffs frees the inode then), so the program could still run, and
+/// be listed, after `detach` returned; BPF_LINK_DETACH ends it now.
 pub fn detach_pinned(pin: &Path) -> Result<()> {
-    match PinnedLink::from_pin(pin) {
-        Ok(link) => {
-            let _fd = link
-                .unpin()
-                .map_err(|e| Error::io(format!("unpinning {}", pin.display()), e))?;
-            Ok(())
-        }
-        Err(_) if !pin.exists() => Ok(()),
-        Err(_) => std::fs::remove_file(pin)
-            .map_err(|e| Error::io(format!("removing {}", pin.display()), e)),
+    if !pin.exists() {
+        return Ok(());
     }
+    if let Ok(fd) = bpf_obj_get(pin) {
+        bpf_link_detach(&fd).map_err(|e| Error::io(format!("detaching {}", pin.display()), e))?;
+    }
+    match std::fs::remove_file(pin) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", pin.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `union bpf_attr`, zeroed: large enough for the commands used here, and
+/// the kernel wants every byte it does not know to be zero.
+type BpfAttr = [u64; 18];
+
+fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_long> {
+    // SAFETY: bpf(2) reads (and for some commands writes) `size` bytes of
+    // `attr`, which is exactly that long.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of::<BpfAttr>(),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// BPF_OBJ_GET: a descriptor for the object pinned at `path`.
+fn bpf_obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr: BpfAttr = [0; 18];
+    attr[0] = c.as_ptr() as u64; // pathname; bpf_fd, file_flags, path_fd 0
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: BPF_OBJ_GET returned a new descriptor we now own.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// BPF_LINK_DETACH: the link's program leaves its hook; the link stays
+/// valid (and inert) until its last reference goes.
+fn bpf_link_detach(link: &std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let mut attr: BpfAttr = [0; 18];
+    attr[0] = link.as_raw_fd() as u32 as u64; // link_fd
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }
 
 /// Typed handles on the maps.

@@ -12,6 +12,7 @@ use crate::{
 /// external interface. Indices, not names, so renames cannot confuse us.
 const BRIDGE_PREFIX: &str = "br_";
 const EXTERNAL_PREFIX: &str = "ext_";
+const CGROUP_PREFIX: &str = "cg_";
 
 pub fn root() -> PathBuf {
     Path::new(BPFFS).join("portfwd")
@@ -52,7 +53,7 @@ impl StateDir {
 
     /// The link of a cgroup program, named after the program.
     pub fn cgroup_link(&self, prog: &str) -> PathBuf {
-        self.path.join(format!("cg_{prog}"))
+        self.path.join(format!("{CGROUP_PREFIX}{prog}"))
     }
 
     pub fn external_link(&self, ifindex: u32) -> PathBuf {
@@ -74,6 +75,22 @@ impl StateDir {
     /// Interface indices of the attached bridges.
     pub fn bridges(&self) -> Vec<u32> {
         self.links(BRIDGE_PREFIX)
+    }
+
+    /// The pinned links of the cgroup programs.
+    pub fn cgroup_links(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(CGROUP_PREFIX))
+            })
+            .map(|e| e.path())
+            .collect()
     }
 
     /// Interface indices of the external interfaces.

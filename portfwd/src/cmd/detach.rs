@@ -41,6 +41,9 @@ pub fn run(bridge: &str) -> Result<String> {
         for ext in state.externals() {
             datapath::detach_pinned(&state.external_link(ext))?;
         }
+        for link in state.cgroup_links() {
+            datapath::detach_pinned(&link)?;
+        }
         state.remove()?;
         Ok(format!(
             "detached {bridge}; removed all portfwd state in this namespace\n"
