@@ -86,8 +86,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    // For `cargo xtask bench`: the command's own time, without process
+    // start-up and exit, which no change to portfwd can remove.
+    if std::env::var_os("PORTFWD_TIMING").is_some() {
+        eprintln!(
+            "portfwd: in-process time {:.3} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    match result {
         Ok(out) => {
             // A closed pipe (`portfwd list | head`) is not an error.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());

@@ -756,8 +756,30 @@ impl Rig {
     /// Runs `program` in the host namespace (setns between fork and exec)
     /// and returns how long it took, spawn to exit, in milliseconds.
     fn timed_in_host(&self, program: &str, args: &[&str]) -> Result<f64> {
+        Ok(self.timed_in_host_with_stderr(program, args)?.0)
+    }
+
+    /// `portfwd ARGS` timed as above, with the time portfwd reports for its
+    /// own work (PORTFWD_TIMING: from main() to exit, start-up excluded).
+    fn timed_portfwd(&self, args: &[&str]) -> Result<(f64, f64)> {
+        let portfwd = self.portfwd.to_str().expect("utf-8 path");
+        let (ms, stderr) = self.timed_in_host_with_stderr(portfwd, args)?;
+        let own = stderr
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("portfwd: in-process time ")?
+                    .strip_suffix(" ms")?
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| anyhow!("portfwd {args:?} reported no in-process time: {stderr}"))?;
+        Ok((ms, own))
+    }
+
+    fn timed_in_host_with_stderr(&self, program: &str, args: &[&str]) -> Result<(f64, String)> {
         let mut c = Command::new(program);
-        c.args(args)
+        c.env("PORTFWD_TIMING", "1")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -765,13 +787,11 @@ impl Rig {
         let t0 = Instant::now();
         let out = c.output().with_context(|| format!("running {program}"))?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
-            bail!(
-                "{program} {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("{program} {args:?} failed: {stderr}");
         }
-        Ok(ms)
+        Ok((ms, stderr))
     }
 
     /// Latency of one add and one del at several table sizes, portfwd vs
@@ -820,12 +840,15 @@ impl Rig {
             // on the host would run it; no `ip netns exec`, no shell.
             let probe = format!("{TABLE_PROBE_PORT}={WEB_IP}:80");
             let probe_port = TABLE_PROBE_PORT.to_string();
-            let portfwd = self.portfwd.to_str().expect("utf-8 path");
-            let mut pf_add_ms = Vec::new();
-            let mut pf_del_ms = Vec::new();
+            let (mut pf_add_ms, mut pf_del_ms) = (Vec::new(), Vec::new());
+            let (mut pf_add_own, mut pf_del_own) = (Vec::new(), Vec::new());
             for _ in 0..reps {
-                pf_add_ms.push(self.timed_in_host(portfwd, &["add", &probe])?);
-                pf_del_ms.push(self.timed_in_host(portfwd, &["del", &probe_port])?);
+                let (whole, own) = self.timed_portfwd(&["add", &probe])?;
+                pf_add_ms.push(whole);
+                pf_add_own.push(own);
+                let (whole, own) = self.timed_portfwd(&["del", &probe_port])?;
+                pf_del_ms.push(whole);
+                pf_del_own.push(own);
             }
             let rule = format!("-d {HOST_IP} -p tcp --dport {TABLE_PROBE_PORT} -j DNAT --to-destination {WEB_IP}:80");
             let rule: Vec<&str> = rule.split_whitespace().collect();
@@ -843,6 +866,7 @@ impl Rig {
             rows.push(json!({
                 "entries": n,
                 "portfwd_add_ms": median(&pf_add_ms), "portfwd_del_ms": median(&pf_del_ms),
+                "portfwd_add_in_process_ms": median(&pf_add_own), "portfwd_del_in_process_ms": median(&pf_del_own),
                 "iptables_add_ms": median(&ipt_add_ms), "iptables_del_ms": median(&ipt_del_ms),
             }));
         }
@@ -1140,18 +1164,21 @@ fn render(
     if let Some(t) = table {
         let _ = writeln!(
             s,
-            "### Table size: latency of one add / del (ms, whole command, median)\n"
+            "### Table size: latency of one add / del (ms, median)\n\nWhole command: spawn to exit, each tool started the same way, straight into the host namespace. In process: portfwd's own report (PORTFWD_TIMING), from main() to exit.\n"
         );
-        let _ = writeln!(s, "| entries | portfwd add | portfwd del | iptables -A | iptables -D |\n|---|---|---|---|---|");
+        let _ = writeln!(s, "| entries | portfwd add | portfwd del | iptables -A | iptables -D | portfwd add, in process | portfwd del, in process |\n|---|---|---|---|---|---|---|");
         for r in t["rows"].as_array().into_iter().flatten() {
+            let cell = |k: &str| r[k].as_f64().map_or_else(|| "–".to_string(), fmt);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 r["entries"],
-                fmt(r["portfwd_add_ms"].as_f64().unwrap_or(0.0)),
-                fmt(r["portfwd_del_ms"].as_f64().unwrap_or(0.0)),
-                fmt(r["iptables_add_ms"].as_f64().unwrap_or(0.0)),
-                fmt(r["iptables_del_ms"].as_f64().unwrap_or(0.0))
+                cell("portfwd_add_ms"),
+                cell("portfwd_del_ms"),
+                cell("iptables_add_ms"),
+                cell("iptables_del_ms"),
+                cell("portfwd_add_in_process_ms"),
+                cell("portfwd_del_in_process_ms")
             );
         }
         if let Some(floor) = t["spawn_floor_ms"].as_f64() {
