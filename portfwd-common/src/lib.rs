@@ -166,6 +166,13 @@ impl CtEntry {
         self.peer_addr_be != 0
     }
 
+    /// True if this is the reply entry of a hairpin flow from client
+    /// `addr_be:port_be`: that client starting over on the same tuple may
+    /// take the entry's source port again.
+    pub fn is_reply_to(&self, addr_be: u32, port_be: u16) -> bool {
+        self.dir == CT_DIR_REPLY && self.peer_addr_be == addr_be && self.peer_port_be == port_be
+    }
+
     /// The key of the other direction of the flow this entry (stored at
     /// `key`) belongs to: forward client -> host:port pairs with reply
     /// container -> client (container -> peer for hairpin flows), and the

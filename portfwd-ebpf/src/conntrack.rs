@@ -122,7 +122,7 @@ pub fn create(
             if let Some(e) = lookup(&reply_key, now) {
                 // SAFETY: pointer from `lookup` in this program run.
                 let e = unsafe { &*e };
-                if e.peer_addr_be != flow.saddr_be || e.peer_port_be != flow.sport_be {
+                if !e.is_reply_to(flow.saddr_be, flow.sport_be) {
                     return Err(stat::DROP_NO_PORT);
                 }
             }

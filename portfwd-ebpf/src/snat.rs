@@ -19,9 +19,9 @@ use aya_ebpf::{
     programs::TcContext,
     EbpfContext as _,
 };
-use portfwd_common::{Backend, CtKey, CT_DIR_REPLY};
+use portfwd_common::{stat, Backend, CtKey};
 
-use crate::{conntrack, parse::Flow};
+use crate::{conntrack, parse::Flow, stats};
 
 /// Random ports tried after the client's own.
 const RETRIES: u32 = 3;
@@ -41,7 +41,7 @@ pub fn pick(ctx: &TcContext, flow: &Flow, backend: &Backend, now: u64) -> Option
         let port = (FIRST_UNPRIVILEGED + r % (65_536 - FIRST_UNPRIVILEGED)) as u16;
         let port_be = port.to_be();
         if is_free(ctx, flow, backend, addr, port_be, now) {
-            crate::stats::count(portfwd_common::stat::HAIRPIN_PORT_MOVED);
+            stats::count(stat::HAIRPIN_PORT_MOVED);
             return Some((addr, port_be));
         }
     }
@@ -68,12 +68,7 @@ fn is_free(
     if let Some(e) = conntrack::lookup(&reply_key, now) {
         // SAFETY: pointer from `conntrack::lookup` in this program run.
         let e = unsafe { &*e };
-        // The same client starting over on the same tuple may have its old
-        // port back; anyone else may not.
-        let same_client = e.dir == CT_DIR_REPLY
-            && e.peer_addr_be == flow.saddr_be
-            && e.peer_port_be == flow.sport_be;
-        if !same_client {
+        if !e.is_reply_to(flow.saddr_be, flow.sport_be) {
             return false;
         }
     }
