@@ -27,6 +27,10 @@ use crate::{
 
 const HOST_IP: &str = "10.88.1.1";
 const WEB_IP: &str = "172.29.0.10";
+/// The client paths measured, in report order.
+const PATHS: [&str; 3] = ["remote", "local", "hairpin"];
+/// A second container on the bridge: the hairpin client.
+const PEER_IP: &str = "172.29.0.20";
 const BRIDGE: &str = "docker0";
 /// Ports the bench's table-size part fills with mappings / rules (clear of
 /// the modes' 8080-12201), the port its add/del probe uses, and the first of
@@ -145,6 +149,7 @@ struct Rig {
     client: String,
     host: String,
     web: String,
+    peer: String,
     cgroup: PathBuf,
     tmp: PathBuf,
     children: Vec<Child>,
@@ -226,12 +231,14 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
     let mut results: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> =
         BTreeMap::new();
     for round in 1..=rounds {
-        for path in ["remote", "local"] {
+        for path in PATHS {
             for m in &modes {
-                let Some(target) = (if path == "remote" {
-                    Some(m.remote)
-                } else {
+                // A hairpin client uses the remote client's address: the
+                // host's, or the container's own for direct.
+                let Some(target) = (if path == "local" {
                     m.local
+                } else {
+                    Some(m.remote)
                 }) else {
                     continue;
                 };
@@ -398,12 +405,13 @@ impl Rig {
     fn build(portfwd: &Path) -> Result<Self> {
         let id = std::process::id();
         let mut netns = NetnsGuard::default();
-        let (client, host, web) = (
+        let (client, host, web, peer) = (
             format!("pfbench-{id}-client"),
             format!("pfbench-{id}-host"),
             format!("pfbench-{id}-web"),
+            format!("pfbench-{id}-peer"),
         );
-        for n in [&host, &client, &web] {
+        for n in [&host, &client, &web, &peer] {
             netns.add(n)?;
         }
         ip(
@@ -428,6 +436,15 @@ impl Rig {
         ip(&web, &format!("addr add {WEB_IP}/16 dev eth0"))?;
         ip(&web, "link set eth0 up")?;
         ip(&web, "route add default via 172.29.0.1")?;
+        ip(
+            &host,
+            &format!("link add vpeer type veth peer name eth0 netns {peer}"),
+        )?;
+        ip(&host, &format!("link set vpeer master {BRIDGE}"))?;
+        ip(&host, "link set vpeer up")?;
+        ip(&peer, &format!("addr add {PEER_IP}/16 dev eth0"))?;
+        ip(&peer, "link set eth0 up")?;
+        ip(&peer, "route add default via 172.29.0.1")?;
         // The routed path (direct) and the netfilter modes need forwarding;
         // portfwd does not, but its figures are taken with it on, like a Docker host.
         run(Command::new("ip").args([
@@ -456,6 +473,7 @@ impl Rig {
             client,
             host,
             web,
+            peer,
             cgroup,
             tmp,
             children: Vec::new(),
@@ -550,7 +568,11 @@ impl Rig {
                             let _ = write!(s, "iptables -t nat -A OUTPUT -d 127.0.0.1 -p {proto} --dport {from} -j DNAT --to-destination {WEB_IP}:{to} && ");
                         }
                     }
-                    s.push_str("iptables -t nat -A POSTROUTING -o docker0 -m addrtype --src-type LOCAL -j MASQUERADE && iptables -P FORWARD ACCEPT");
+                    s.push_str("iptables -t nat -A POSTROUTING -o docker0 -m addrtype --src-type LOCAL -j MASQUERADE && ");
+                    // Hairpin (a container through the host address): the
+                    // container's reply must come back through the host, as
+                    // with portfwd's source NAT.
+                    s.push_str("iptables -t nat -A POSTROUTING -o docker0 -s 172.29.0.0/16 -m conntrack --ctstate DNAT -j MASQUERADE && iptables -P FORWARD ACCEPT");
                     self.host_sh(&s)?;
                 }
                 "nftables" => {
@@ -558,7 +580,7 @@ impl Rig {
                     let rules = format!(
                         "table ip pfbench {{\n chain pre {{ type nat hook prerouting priority -100; ip daddr {HOST_IP} tcp dport 10080 dnat to {WEB_IP}:{h}; ip daddr {HOST_IP} tcp dport 10201 dnat to {WEB_IP}:{i}; ip daddr {HOST_IP} udp dport 10201 dnat to {WEB_IP}:{i}; }}\n\
                          chain out {{ type nat hook output priority -100; ip daddr 127.0.0.1 tcp dport 10080 dnat to {WEB_IP}:{h}; ip daddr 127.0.0.1 tcp dport 10201 dnat to {WEB_IP}:{i}; ip daddr 127.0.0.1 udp dport 10201 dnat to {WEB_IP}:{i}; }}\n\
-                         chain post {{ type nat hook postrouting priority 100; oifname \"docker0\" fib saddr type local masquerade; }}\n}}\n"
+                         chain post {{ type nat hook postrouting priority 100; oifname \"docker0\" fib saddr type local masquerade; oifname \"docker0\" ip saddr 172.29.0.0/16 ct status dnat masquerade; }}\n}}\n"
                     );
                     let f = self.tmp.join("rules.nft");
                     std::fs::write(&f, rules)?;
@@ -646,6 +668,8 @@ impl Rig {
         let mut c = Command::new(program);
         if path == "remote" {
             in_ns(&mut c, &self.client, None)?;
+        } else if path == "hairpin" {
+            in_ns(&mut c, &self.peer, None)?;
         } else {
             // Host-local clients run in the host namespace inside the bench
             // cgroup, where portfwd's socket hooks see them.
@@ -1112,14 +1136,14 @@ fn render(
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## portfwd benchmark, {stamp}\n\nMachine: {machine}. {rounds} round(s) of {secs} s per measurement, modes interleaved; median [min–max].\n");
-    for path in ["remote", "local"] {
+    for path in PATHS {
         let Some(metrics) = results.get(path) else {
             continue;
         };
-        let title = if path == "remote" {
-            "Remote client (client namespace -> host address)"
-        } else {
-            "Host-local client (127.0.0.1; direct = the container's address)"
+        let title = match path {
+            "remote" => "Remote client (client namespace -> host address)",
+            "local" => "Host-local client (127.0.0.1; direct = the container's address)",
+            _ => "Hairpin client (another container on the bridge -> host address; direct = the container's address)",
         };
         let _ = writeln!(s, "### {title}\n");
         let present: Vec<&Mode> = modes
