@@ -107,99 +107,50 @@ pub fn ipv4_networks() -> Result<Vec<Network>> {
     const RTM_NEWADDR: u16 = 20;
     const IFA_ADDRESS: u16 = 1;
     const IFA_LOCAL: u16 = 2;
-    const NLMSG_HDR: usize = 16;
     const IFADDRMSG: usize = 8;
-    let err = |e| Error::io("RTM_GETADDR", e);
-    // SAFETY: plain socket(2); ownership moves to OwnedFd right after.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // nlmsghdr + ifaddrmsg { family = AF_INET, the rest 0 }.
-    let mut req = [0u8; NLMSG_HDR + IFADDRMSG];
-    req[0..4].copy_from_slice(&((NLMSG_HDR + IFADDRMSG) as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETADDR.to_ne_bytes());
-    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    req[NLMSG_HDR] = libc::AF_INET as u8;
-    // SAFETY: send a buffer of its own length.
-    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
+    // ifaddrmsg { family = AF_INET, the rest 0 }.
+    let mut req = [0u8; IFADDRMSG];
+    req[0] = libc::AF_INET as u8;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 32 << 10];
-    loop {
-        // SAFETY: recv into a buffer of the given length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err(e));
+    crate::netlink::dump(libc::NETLINK_ROUTE, RTM_GETADDR, &req, |kind, msg| {
+        if kind != RTM_NEWADDR || msg.len() < IFADDRMSG {
+            return;
         }
-        let data = &buf[..n as usize];
-        let mut off = 0;
-        while off + NLMSG_HDR <= data.len() {
-            let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap()) as usize;
-            let kind = u16::from_ne_bytes(data[off + 4..off + 6].try_into().unwrap());
-            if len < NLMSG_HDR || off + len > data.len() {
-                return Err(err(std::io::Error::other("truncated netlink message")));
+        let prefix = u32::from(msg[1]).min(32);
+        let ifindex = u32::from_ne_bytes(msg[4..8].try_into().unwrap());
+        // IFA_LOCAL is the interface's own address (it differs from
+        // IFA_ADDRESS, the peer, on point-to-point links).
+        let (mut local, mut address) = (None, None);
+        let mut a = IFADDRMSG;
+        while a + 4 <= msg.len() {
+            let alen = u16::from_ne_bytes(msg[a..a + 2].try_into().unwrap()) as usize;
+            let atype = u16::from_ne_bytes(msg[a + 2..a + 4].try_into().unwrap());
+            if alen < 4 || a + alen > msg.len() {
+                break;
             }
-            if kind == libc::NLMSG_DONE as u16 {
-                return Ok(out);
-            }
-            if kind == libc::NLMSG_ERROR as u16 {
-                let code = data
-                    .get(off + NLMSG_HDR..off + NLMSG_HDR + 4)
-                    .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-                return Err(err(std::io::Error::from_raw_os_error(-code)));
-            }
-            if kind == RTM_NEWADDR && len >= NLMSG_HDR + IFADDRMSG {
-                let msg = &data[off + NLMSG_HDR..off + len];
-                let prefix = u32::from(msg[1]).min(32);
-                let ifindex = u32::from_ne_bytes(msg[4..8].try_into().unwrap());
-                // IFA_LOCAL is the interface's own address (it differs from
-                // IFA_ADDRESS, the peer, on point-to-point links).
-                let (mut local, mut address) = (None, None);
-                let mut a = IFADDRMSG;
-                while a + 4 <= msg.len() {
-                    let alen = u16::from_ne_bytes(msg[a..a + 2].try_into().unwrap()) as usize;
-                    let atype = u16::from_ne_bytes(msg[a + 2..a + 4].try_into().unwrap());
-                    if alen < 4 || a + alen > msg.len() {
-                        break;
-                    }
-                    if alen == 8 {
-                        let ip = Ipv4Addr::new(msg[a + 4], msg[a + 5], msg[a + 6], msg[a + 7]);
-                        match atype {
-                            IFA_LOCAL => local = Some(ip),
-                            IFA_ADDRESS => address = Some(ip),
-                            _ => {}
-                        }
-                    }
-                    a += (alen + 3) & !3;
-                }
-                if let Some(addr) = local.or(address) {
-                    let mask = if prefix == 0 {
-                        0
-                    } else {
-                        u32::MAX << (32 - prefix)
-                    };
-                    out.push(Network {
-                        addr,
-                        netmask: Ipv4Addr::from(mask),
-                        ifindex,
-                    });
+            if alen == 8 {
+                let ip = Ipv4Addr::new(msg[a + 4], msg[a + 5], msg[a + 6], msg[a + 7]);
+                match atype {
+                    IFA_LOCAL => local = Some(ip),
+                    IFA_ADDRESS => address = Some(ip),
+                    _ => {}
                 }
             }
-            off += (len + 3) & !3;
+            a += (alen + 3) & !3;
         }
-    }
+        if let Some(addr) = local.or(address) {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
+            out.push(Network {
+                addr,
+                netmask: Ipv4Addr::from(mask),
+                ifindex,
+            });
+        }
+    })
+    .map_err(|e| Error::io("RTM_GETADDR", e))?;
+    Ok(out)
 }

@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod docker;
 pub mod error;
 pub mod ifaces;
+pub mod netlink;
 pub mod netns;
 pub mod privileges;
 pub mod procnet;

@@ -3,7 +3,7 @@
 //! state filter (so the cost follows the number of listeners, not of every
 //! connection and TIME_WAIT socket as /proc/net/tcp would), and the
 //! processes that own them.
-use std::{net::Ipv4Addr, os::fd::AsRawFd as _};
+use std::net::Ipv4Addr;
 
 use crate::spec::{HostPort, Proto};
 
@@ -36,75 +36,41 @@ fn sockets(proto: Proto) -> Vec<Socket> {
 }
 
 fn dump(family: u8, ipproto: u8, states: u32, out: &mut Vec<Socket>) -> std::io::Result<()> {
-    // SAFETY: plain socket(2); ownership moves to OwnedFd right after.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // nlmsghdr (16) + inet_diag_req_v2 (56).
-    let mut req = [0u8; 72];
-    req[0..4].copy_from_slice(&72u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    req[16] = family;
-    req[17] = ipproto;
-    req[20..24].copy_from_slice(&states.to_ne_bytes());
-    // SAFETY: send a buffer of its own length.
-    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        // SAFETY: recv into a buffer of the given length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n <= 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut off = 0usize;
-        let n = n as usize;
-        while off + 16 <= n {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-            if len < 16 || off + len > n {
-                return Ok(());
+    // inet_diag_req_v2 (56 bytes): family, protocol, ext, pad, states, id.
+    let mut req = [0u8; 56];
+    req[0] = family;
+    req[1] = ipproto;
+    req[4..8].copy_from_slice(&states.to_ne_bytes());
+    crate::netlink::dump(
+        libc::NETLINK_SOCK_DIAG,
+        SOCK_DIAG_BY_FAMILY,
+        &req,
+        |_, msg| {
+            if msg.len() < MSG_INODE + 4 {
+                return;
             }
-            if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
-                return Ok(());
+            let port = u16::from_be_bytes([msg[MSG_SPORT], msg[MSG_SPORT + 1]]);
+            let src = &msg[MSG_SRC..MSG_SRC + 16];
+            let addr = if family == libc::AF_INET as u8 {
+                Some(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
+            } else if src.iter().all(|b| *b == 0) {
+                // "::" also takes IPv4 on a dual-stack socket.
+                Some(Ipv4Addr::UNSPECIFIED)
+            } else if src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff {
+                Some(Ipv4Addr::new(src[12], src[13], src[14], src[15]))
+            } else {
+                None
+            };
+            let inode = u32::from_ne_bytes(msg[MSG_INODE..MSG_INODE + 4].try_into().unwrap());
+            if let Some(addr) = addr {
+                out.push(Socket {
+                    addr: (!addr.is_unspecified()).then_some(addr),
+                    port,
+                    inode: inode.into(),
+                });
             }
-            let msg = &buf[off + 16..off + len];
-            if msg.len() >= MSG_INODE + 4 {
-                let port = u16::from_be_bytes([msg[MSG_SPORT], msg[MSG_SPORT + 1]]);
-                let src = &msg[MSG_SRC..MSG_SRC + 16];
-                let addr = if family == libc::AF_INET as u8 {
-                    Some(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
-                } else if src.iter().all(|b| *b == 0) {
-                    // "::" also takes IPv4 on a dual-stack socket.
-                    Some(Ipv4Addr::UNSPECIFIED)
-                } else if src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff {
-                    Some(Ipv4Addr::new(src[12], src[13], src[14], src[15]))
-                } else {
-                    None
-                };
-                let inode = u32::from_ne_bytes(msg[MSG_INODE..MSG_INODE + 4].try_into().unwrap());
-                if let Some(addr) = addr {
-                    out.push(Socket {
-                        addr: (!addr.is_unspecified()).then_some(addr),
-                        port,
-                        inode: inode.into(),
-                    });
-                }
-            }
-            off += (len + 3) & !3;
-        }
-    }
+        },
+    )
 }
 
 /// The process holding a socket inode, as "NAME (pid N)".

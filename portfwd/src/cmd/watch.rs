@@ -18,19 +18,8 @@ use crate::{
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 
 fn subscribe() -> Result<std::os::fd::OwnedFd> {
-    // SAFETY: plain socket(2); ownership moves to OwnedFd right after.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(Error::io("netlink socket", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let sock =
+        crate::netlink::socket(libc::NETLINK_ROUTE).map_err(|e| Error::io("netlink socket", e))?;
     // SAFETY: sockaddr_nl is plain data; zero is valid.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as u16;
