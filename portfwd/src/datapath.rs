@@ -127,6 +127,14 @@ pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
 }
 
 pub fn sock_addr<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr> {
+    program(ebpf, name)
+}
+
+/// The program `name` of the object, as its type `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or_else(|| {
             Error::ebpf(
@@ -170,15 +178,7 @@ pub fn attach_cgroup_pinned(prog: &mut CgroupSockAddr, cgroup: &Path, pin: &Path
 }
 
 pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| {
-            Error::ebpf(
-                name.to_string(),
-                io::Error::other("program missing from object"),
-            )
-        })?
-        .try_into()
-        .map_err(|e| Error::ebpf(format!("program {name}"), e))
+    program(ebpf, name)
 }
 
 /// Attaches `prog` to `ifname`'s TC ingress through a TCX link pinned at
