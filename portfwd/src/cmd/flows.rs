@@ -5,7 +5,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use portfwd_common::{CT_DIR_FORWARD, CT_F_ACK, CT_F_CLOSING, CT_F_KILL, PROTO_TCP};
 use serde::Serialize;
 
-use crate::{datapath::Maps, error::Result, spec::Proto, state::StateDir, table};
+use crate::{datapath::Maps, error::Result, spec::Proto, table};
 
 #[derive(Debug, Serialize)]
 pub struct Flow {
@@ -73,15 +73,10 @@ pub fn collect(maps: &Maps) -> Vec<Flow> {
 }
 
 pub fn run(json: bool) -> Result<String> {
-    let state = StateDir::current()?;
-    if !state.exists() {
-        return Ok(if json {
-            "[]\n".into()
-        } else {
-            "nothing attached in this network namespace\n".into()
-        });
-    }
-    let flows = collect(&Maps::open(&state)?);
+    let Some(maps) = super::open_read_only()? else {
+        return Ok(super::nothing_attached(json));
+    };
+    let flows = collect(&maps);
     if json {
         return Ok(serde_json::to_string_pretty(&flows).expect("plain data serialises") + "\n");
     }

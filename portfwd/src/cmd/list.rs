@@ -5,7 +5,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
 use portfwd_common::{CT_DIR_FORWARD, CT_F_CLOSING};
 use serde::Serialize;
 
-use crate::{datapath::Maps, error::Result, ifaces, state::StateDir, table};
+use crate::{datapath::Maps, error::Result, ifaces, table};
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -84,15 +84,9 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
 }
 
 pub fn run(json: bool) -> Result<String> {
-    let state = StateDir::current()?;
-    if !state.exists() {
-        return Ok(if json {
-            "[]\n".into()
-        } else {
-            "nothing attached in this network namespace\n".into()
-        });
-    }
-    let maps = Maps::open(&state)?;
+    let Some(maps) = super::open_read_only()? else {
+        return Ok(super::nothing_attached(json));
+    };
     let rows = rows(&maps);
     if json {
         return Ok(serde_json::to_string_pretty(&rows).expect("plain data serialises") + "\n");

@@ -43,6 +43,25 @@ pub(crate) fn open_attached() -> Result<Attached> {
     })
 }
 
+/// The maps of the attached namespace for a command that only reads them,
+/// or None if nothing is attached (see `nothing_attached`).
+pub(crate) fn open_read_only() -> Result<Option<Maps>> {
+    let state = StateDir::current()?;
+    if !state.exists() {
+        return Ok(None);
+    }
+    Maps::open(&state).map(Some)
+}
+
+/// What `list` and `flows` print when nothing is attached.
+pub(crate) fn nothing_attached(json: bool) -> String {
+    if json {
+        "[]\n".into()
+    } else {
+        "nothing attached in this network namespace\n".into()
+    }
+}
+
 /// Refuses mappings whose host port a host process already holds.
 pub(crate) fn check_not_held(mappings: &[Mapping]) -> Result<()> {
     match crate::procnet::first_held(mappings.iter().map(|m| &m.host)) {
