@@ -598,6 +598,19 @@ fn assert_nothing_attached(when: &str) {
     assert!(!state.exists(), "{when}: {} is left", state.path.display());
 }
 
+/// The body of the container's cgi-bin/ip page (REMOTE_ADDR, bare or as
+/// "[::ffff:a.b.c.d]") names `ip`.
+fn assert_peer(seen: &str, ip: Ipv4Addr, who: &str) {
+    eprintln!(
+        "docker test: {who} seen by the container as {}",
+        seen.trim()
+    );
+    assert!(
+        seen.contains(&format!("{ip}]")) || seen.trim() == ip.to_string(),
+        "the container should see the {who} as {ip}, saw {seen:?}"
+    );
+}
+
 /// Exit code 2 and a single stderr line with `needle`, nothing attached.
 fn assert_usage_error(args: &[&str], needle: &str) {
     let out = portfwd(args);
@@ -734,14 +747,10 @@ fn docker_end_to_end() {
         PAGE_WEB,
         "container via docker0's address",
     );
-    let seen = container_get(&format!("http://{gateway}:{PORT}/cgi-bin/ip")).unwrap();
-    eprintln!(
-        "docker test: hairpin client seen by the container as {}",
-        seen.trim()
-    );
-    assert!(
-        seen.contains(&format!("{gateway}]")) || seen.trim() == gateway.to_string(),
-        "hairpin peer should be {gateway}: {seen}"
+    assert_peer(
+        &container_get(&format!("http://{gateway}:{PORT}/cgi-bin/ip")).unwrap(),
+        gateway,
+        "hairpin client",
     );
     // The client namespace, hooked like every process on the host (cgroup2
     // root), reaches the port through the external path with its own
@@ -751,14 +760,10 @@ fn docker_end_to_end() {
         PAGE_WEB,
         "remote client, hooks on",
     );
-    let seen = scene.client_get(&format!("{published}cgi-bin/ip")).unwrap();
-    eprintln!(
-        "docker test: remote client seen by the container as {}",
-        seen.trim()
-    );
-    assert!(
-        seen.contains(&format!("{client_ip}]")) || seen.trim() == client_ip.to_string(),
-        "the container should see the client's address {client_ip}, saw {seen:?}"
+    assert_peer(
+        &scene.client_get(&format!("{published}cgi-bin/ip")).unwrap(),
+        client_ip,
+        "remote client",
     );
     // Docker's own -p keeps working.
     assert_page(
@@ -804,14 +809,10 @@ fn docker_end_to_end() {
     );
     assert_same_iptables(&iptables, "after attach --no-local");
     assert_page(scene.client_get(&published), PAGE_WEB, "remote client");
-    let seen = scene.client_get(&format!("{published}cgi-bin/ip")).unwrap();
-    eprintln!(
-        "docker test: remote client seen by the container as {}",
-        seen.trim()
-    );
-    assert!(
-        seen.contains(&format!("{client_ip}]")) || seen.trim() == client_ip.to_string(),
-        "the container should see the client's address {client_ip}, saw {seen:?}"
+    assert_peer(
+        &scene.client_get(&format!("{published}cgi-bin/ip")).unwrap(),
+        client_ip,
+        "remote client",
     );
     assert_page(
         scene.client_get(&dp_remote),

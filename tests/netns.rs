@@ -289,6 +289,28 @@ fn two_mappings_and_everything_else_untouched() {
     b.join().unwrap();
 }
 
+/// `portfwd detach docker0` succeeds and leaves no TC program on h0 or
+/// docker0 and no state directory `dir`.
+fn detach_leaves_nothing(topo: &Topology, dir: &std::path::Path, what: &str) {
+    let out = topo.portfwd(&["detach", "docker0"]);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for iface in ["h0", "docker0"] {
+        assert!(
+            tcx_ingress_programs(&topo.host.name, iface).is_empty(),
+            "{what}: program left on {iface}"
+        );
+    }
+    assert!(
+        !dir.exists(),
+        "{what}: pins left behind in {}",
+        dir.display()
+    );
+}
+
 #[test]
 fn detach_leaves_no_program_and_no_pin() {
     require_privileges!();
@@ -306,21 +328,7 @@ fn detach_leaves_no_program_and_no_pin() {
     assert!(http_get(&topo.client.name, HOST_EXT_IP, 8080).is_ok());
     server.join().unwrap();
 
-    let out = topo.portfwd(&["detach", "docker0"]);
-    assert!(
-        out.status.success(),
-        "detach: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        tcx_ingress_programs(&topo.host.name, "h0").is_empty(),
-        "program left on h0"
-    );
-    assert!(
-        tcx_ingress_programs(&topo.host.name, "docker0").is_empty(),
-        "program left on docker0"
-    );
-    assert!(!dir.exists(), "pins left behind in {}", dir.display());
+    detach_leaves_nothing(&topo, &dir, "detach");
     let err = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect_err("mapping must be gone");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }
@@ -418,21 +426,7 @@ fn state_from_another_version_is_refused_and_detach_still_removes_it() {
         "the refused attach changed the links"
     );
 
-    let out = topo.portfwd(&["detach", "docker0"]);
-    assert!(
-        out.status.success(),
-        "detach over stale state: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!dir.exists(), "pins left behind in {}", dir.display());
-    assert!(
-        tcx_ingress_programs(&topo.host.name, "h0").is_empty(),
-        "program left on h0"
-    );
-    assert!(
-        tcx_ingress_programs(&topo.host.name, "docker0").is_empty(),
-        "program left on docker0"
-    );
+    detach_leaves_nothing(&topo, &dir, "detach over stale state");
     topo.attach(&["8080=172.30.0.10:80"]);
 }
 
