@@ -26,8 +26,8 @@ use portfwd::{
 };
 use portfwd_common::{
     CtEntry, CtKey, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_ACK, CT_F_SYN, CT_LIFETIME_TCP_NS,
-    CT_LIFETIME_TCP_SYN_NS, CT_LIFETIME_UDP_NS, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS,
-    PROTO_TCP, PROTO_UDP,
+    CT_LIFETIME_TCP_SYN_NS, CT_LIFETIME_UDP_NS, CT_M_WILDCARD, PROG_BRIDGE_INGRESS,
+    PROG_EXTERNAL_INGRESS, PROTO_TCP, PROTO_UDP, V4,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -205,11 +205,11 @@ impl Datapath {
             .1
     }
 
-    fn ct(&self, key: &CtKey) -> Option<CtEntry> {
+    fn ct(&self, key: &CtKey<V4>) -> Option<CtEntry<V4>> {
         self.maps.conntrack.get(key, 0).ok()
     }
 
-    fn ct_entries(&self) -> Vec<(CtKey, CtEntry)> {
+    fn ct_entries(&self) -> Vec<(CtKey<V4>, CtEntry<V4>)> {
         self.maps
             .conntrack
             .iter()
@@ -228,7 +228,7 @@ fn too_short_for_test_run(pkt: &[u8]) -> bool {
     }
 }
 
-fn ct_key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8) -> CtKey {
+fn ct_key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8) -> CtKey<V4> {
     CtKey {
         saddr_be: be(*src.ip()),
         daddr_be: be(*dst.ip()),
@@ -669,7 +669,7 @@ fn tcp_syn_to_a_published_port_is_dnated_with_both_conntrack_entries() {
         "forward entry: ifindex is the bridge"
     );
     assert_eq!(
-        fwd.map_addr_be, 0,
+        fwd.mflags, CT_M_WILDCARD,
         "forward entry: came through the wildcard mapping"
     );
     assert_eq!(fwd.flags, CT_F_SYN, "forward entry: flags seen");
@@ -705,7 +705,7 @@ fn tcp_syn_to_a_published_port_is_dnated_with_both_conntrack_entries() {
         "reply entry: ifindex is the one the client came in on"
     );
     assert_eq!(
-        rep.map_addr_be, 0,
+        rep.mflags, CT_M_WILDCARD,
         "reply entry: came through the wildcard mapping"
     );
     assert_eq!(
@@ -1557,17 +1557,19 @@ fn a_mapping_on_one_host_address_matches_only_that_address() {
         .ct(&ct_key(client, ep(HOST, 8080), PROTO_TCP))
         .expect("no forward entry");
     assert_eq!(
-        fwd.map_addr_be,
+        fwd.mapping_key(&ct_key(client, ep(HOST, 8080), PROTO_TCP))
+            .addr_be,
         be(HOST),
-        "forward entry: map_addr_be names the mapping's host address"
+        "forward entry: names the mapping's host address"
     );
     let rep = dp
         .ct(&ct_key(ep(CONTAINER, 80), client, PROTO_TCP))
         .expect("no reply entry");
     assert_eq!(
-        rep.map_addr_be,
+        rep.mapping_key(&ct_key(ep(CONTAINER, 80), client, PROTO_TCP))
+            .addr_be,
         be(HOST),
-        "reply entry: map_addr_be names the mapping's host address"
+        "reply entry: names the mapping's host address"
     );
 
     for (what, dst) in [
@@ -1598,8 +1600,8 @@ fn a_mapping_on_one_host_address_matches_only_that_address() {
         .ct(&ct_key(client, ep(HOST2, 9090), PROTO_TCP))
         .expect("no forward entry");
     assert_eq!(
-        fwd.map_addr_be, 0,
-        "forward entry of a wildcard mapping: map_addr_be"
+        fwd.mflags, CT_M_WILDCARD,
+        "forward entry of a wildcard mapping: mflags"
     );
     assert_eq!(dp.counter("ct_new"), 2, "counter ct_new");
 }

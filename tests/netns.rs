@@ -390,7 +390,7 @@ fn state_from_another_version_is_refused_and_detach_still_removes_it() {
     topo.attach(&["8080=172.30.0.10:80"]);
     let dir = topo.state_dir();
     // The conntrack map as a build with a 48-byte entry left it.
-    let ct = dir.join(portfwd_common::MAP_CONNTRACK);
+    let ct = dir.join(portfwd_common::MAP_CONNTRACK4);
     std::fs::remove_file(&ct).unwrap();
     pin_map_with_layout(&ct, 16, 48);
 
@@ -414,7 +414,7 @@ fn state_from_another_version_is_refused_and_detach_still_removes_it() {
         );
         assert!(
             err.contains(
-                "holds maps made by another portfwd version (pf_ct: key 16 bytes, value 48 bytes"
+                "holds maps made by another portfwd version (pf_ct4: key 16 bytes, value 48 bytes"
             ),
             "portfwd {args:?}: {err}"
         );
@@ -427,6 +427,34 @@ fn state_from_another_version_is_refused_and_detach_still_removes_it() {
     );
 
     detach_leaves_nothing(&topo, &dir, "detach over stale state");
+    topo.attach(&["8080=172.30.0.10:80"]);
+
+    // Same sizes, another meaning: the layout version says so.
+    let meta = aya::maps::MapData::from_pin(dir.join(portfwd_common::MAP_META))
+        .expect("opening the pinned pf_meta");
+    let mut meta: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(meta)).expect("pf_meta is an array");
+    meta.set(
+        portfwd_common::META_LAYOUT,
+        portfwd_common::LAYOUT_VERSION + 1,
+        0,
+    )
+    .expect("writing pf_meta");
+    let out = topo.portfwd(&["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "list over another layout version: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "(pf_meta: layout version {}",
+            portfwd_common::LAYOUT_VERSION + 1
+        )),
+        "list over another layout version: {err}"
+    );
+    detach_leaves_nothing(&topo, &dir, "detach over another layout version");
     topo.attach(&["8080=172.30.0.10:80"]);
 }
 

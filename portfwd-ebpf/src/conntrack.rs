@@ -1,4 +1,5 @@
-//! BPF conntrack: two LRU entries per flow, one per direction.
+//! BPF conntrack: two LRU entries per flow, one per direction, written once
+//! for both families.
 //!
 //! An entry is live until `expires_ns`. Every packet pushes that forward by
 //! the lifetime of the flow's state (see `portfwd_common::CT_LIFETIME_*`):
@@ -8,14 +9,14 @@
 //! evicts the oldest when the map is full.
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use portfwd_common::{
-    stat, Backend, CtEntry, CtKey, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_ACK, CT_F_CLOSING, CT_F_FIN,
-    CT_F_RST, CT_F_SYN, CT_LIFETIME_CLOSE_NS, CT_LIFETIME_TCP_NS, CT_LIFETIME_TCP_SYN_NS,
-    CT_LIFETIME_UDP_NS,
+    stat, Addr, Backend, CtEntry, CtKey, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_ACK, CT_F_CLOSING,
+    CT_F_FIN, CT_F_RST, CT_F_SYN, CT_LIFETIME_CLOSE_NS, CT_LIFETIME_TCP_NS, CT_LIFETIME_TCP_SYN_NS,
+    CT_LIFETIME_UDP_NS, CT_M_WILDCARD,
 };
 
 use crate::{
-    maps::CONNTRACK,
-    parse::{Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    family::{Family, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    pkt::Drop,
     stats,
 };
 
@@ -25,26 +26,32 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The key of a packet as it is on the wire.
-#[inline(always)]
-pub fn key_of(flow: &Flow) -> CtKey {
-    CtKey {
-        saddr_be: flow.saddr_be,
-        daddr_be: flow.daddr_be,
-        sport_be: flow.sport_be,
-        dport_be: flow.dport_be,
-        proto: flow.proto,
-        pad: [0; 3],
+/// A live conntrack entry found by lookup in this program run.
+pub struct CtRef<A: 'static>(*mut CtEntry<A>);
+
+impl<A: Addr> CtRef<A> {
+    #[inline(always)]
+    pub fn get(&self) -> &CtEntry<A> {
+        // SAFETY: the pointer comes from a successful map lookup and stays
+        // valid for the rest of this program run (RCU); the BPF target has
+        // no other thread of this program run to alias it.
+        unsafe { &*self.0 }
+    }
+
+    #[inline(always)]
+    pub fn get_mut(&mut self) -> &mut CtEntry<A> {
+        // SAFETY: as in `get`; `&mut self` keeps this the only reference
+        // made through this handle. Another CPU may write the same entry:
+        // see `account` for why that is tolerated.
+        unsafe { &mut *self.0 }
     }
 }
 
 /// A live entry for `key`, or None if there is none or it has expired.
 #[inline(always)]
-pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
-    let entry = CONNTRACK.get_ptr_mut(key)?;
-    // SAFETY: the pointer comes from a successful map lookup and stays valid
-    // for the rest of this program run (RCU).
-    if unsafe { (*entry).expires_ns } <= now {
+pub fn lookup<F: Family>(key: &CtKey<F::Addr>, now: u64) -> Option<CtRef<F::Addr>> {
+    let entry = CtRef(F::conntrack().get_ptr_mut(key)?);
+    if entry.get().expires_ns <= now {
         stats::count(stat::CT_EXPIRED);
         return None;
     }
@@ -52,92 +59,87 @@ pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
 }
 
 /// Creates (or overwrites) both entries of a flow whose forward packet is
-/// `flow`, arriving on `client_ifindex` and going to `backend` through the
-/// mapping whose key has host address `map_addr_be`. A hairpin flow also has
-/// its source rewritten to `snat` (address, port).
+/// `flow`, arriving on `client_ifindex` and going to `backend` (through the
+/// wildcard mapping if `wildcard`). A hairpin flow also has its source
+/// rewritten to `snat` (address, port).
 #[inline(always)]
-pub fn create(
-    flow: &Flow,
-    backend: &Backend,
-    map_addr_be: u32,
+pub fn create<F: Family>(
+    flow: &Flow<F::Addr>,
+    backend: &Backend<F::Addr>,
+    wildcard: bool,
     client_ifindex: u32,
-    snat: Option<(u32, u16)>,
+    snat: Option<(F::Addr, u16)>,
     now: u64,
-) -> Result<(), u32> {
+) -> Result<(), Drop> {
     let flags = tcp_flags(flow);
     let lifetime = lifetime_for(flow.is_tcp(), flags);
+    let mflags = if wildcard { CT_M_WILDCARD } else { 0 };
+    let client = (flow.saddr_be, flow.sport_be);
     // Where the container's replies go: the client, or the SNAT address.
-    let (reply_to_addr, reply_to_port) = snat.unwrap_or((flow.saddr_be, flow.sport_be));
+    let reply_to = snat.unwrap_or(client);
+    let none = (F::Addr::default(), 0);
     let (fwd_peer, rep_peer) = match snat {
-        Some(s) => (s, (flow.saddr_be, flow.sport_be)),
-        None => ((0, 0), (0, 0)),
+        Some(s) => (s, client),
+        None => (none, none),
     };
     let forward = CtEntry {
         expires_ns: now + lifetime,
         created_ns: now,
         packets: 1,
-        bytes: flow.ip_len as u64,
+        bytes: flow.l3_len as u64,
         nat_addr_be: backend.addr_be,
+        peer_addr_be: fwd_peer.0,
+        ifindex: backend.bridge_ifindex,
         nat_port_be: backend.port_be,
+        peer_port_be: fwd_peer.1,
         dir: CT_DIR_FORWARD,
         flags,
-        ifindex: backend.bridge_ifindex,
-        map_addr_be,
-        peer_addr_be: fwd_peer.0,
-        peer_port_be: fwd_peer.1,
-        pad: 0,
+        mflags,
+        pad: [0; 5],
     };
-    let reply_key = CtKey {
-        saddr_be: backend.addr_be,
-        daddr_be: reply_to_addr,
-        sport_be: backend.port_be,
-        dport_be: reply_to_port,
-        proto: flow.proto,
-        pad: [0; 3],
-    };
+    let reply_key = CtKey::new(
+        backend.addr_be,
+        reply_to.0,
+        backend.port_be,
+        reply_to.1,
+        flow.proto,
+    );
     let reply = CtEntry {
         expires_ns: now + lifetime,
         created_ns: now,
         packets: 0,
         bytes: 0,
         nat_addr_be: flow.daddr_be,
+        peer_addr_be: rep_peer.0,
+        ifindex: client_ifindex,
         nat_port_be: flow.dport_be,
+        peer_port_be: rep_peer.1,
         dir: CT_DIR_REPLY,
         flags: 0,
-        ifindex: client_ifindex,
-        map_addr_be,
-        peer_addr_be: rep_peer.0,
-        peer_port_be: rep_peer.1,
-        pad: 0,
+        mflags,
+        pad: [0; 5],
     };
+    let ct = F::conntrack();
     // Reply entry first: once the forward entry exists, a reply can come.
     if snat.is_some() {
         // The port was free when chosen; another CPU may have taken it since.
         // BPF_NOEXIST settles that race; an entry that exists but is dead or
         // is this client's own earlier flow may be overwritten.
-        if CONNTRACK
-            .insert(&reply_key, &reply, BPF_NOEXIST as u64)
-            .is_err()
-        {
-            if let Some(e) = lookup(&reply_key, now) {
-                // SAFETY: pointer from `lookup` in this program run.
-                let e = unsafe { &*e };
-                if !e.is_reply_to(flow.saddr_be, flow.sport_be) {
-                    return Err(stat::DROP_NO_PORT);
+        if ct.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
+            if let Some(e) = lookup::<F>(&reply_key, now) {
+                if !e.get().is_reply_to(client.0, client.1) {
+                    return Err(Drop(stat::DROP_NO_PORT));
                 }
             }
-            CONNTRACK
-                .insert(&reply_key, &reply, 0)
-                .map_err(|_| stat::DROP_CT_CREATE)?;
+            ct.insert(&reply_key, &reply, 0)
+                .map_err(|_| Drop(stat::DROP_CT_CREATE))?;
         }
     } else {
-        CONNTRACK
-            .insert(&reply_key, &reply, 0)
-            .map_err(|_| stat::DROP_CT_CREATE)?;
+        ct.insert(&reply_key, &reply, 0)
+            .map_err(|_| Drop(stat::DROP_CT_CREATE))?;
     }
-    CONNTRACK
-        .insert(&key_of(flow), &forward, 0)
-        .map_err(|_| stat::DROP_CT_CREATE)?;
+    ct.insert(&flow.key(), &forward, 0)
+        .map_err(|_| Drop(stat::DROP_CT_CREATE))?;
     stats::count(stat::CT_NEW);
     Ok(())
 }
@@ -145,15 +147,20 @@ pub fn create(
 /// Counts `flow`'s packet on `entry` (stored at `key`) and extends its life
 /// according to the TCP flags it carries.
 #[inline(always)]
-pub fn account(key: &CtKey, entry: *mut CtEntry, flow: &Flow, now: u64) {
-    // SAFETY: `entry` comes from `lookup` in this program run. The BPF target
-    // has no atomic read-modify-write in `core`, so fields are updated with
-    // plain writes: one flow's packets are normally handled on one CPU (RSS
-    // steers by flow hash), and a lost race costs one counted packet or
-    // delays a state change to the next packet, never a wrong rewrite.
-    let e = unsafe { &mut *entry };
+pub fn account<F: Family>(
+    key: &CtKey<F::Addr>,
+    entry: &mut CtRef<F::Addr>,
+    flow: &Flow<F::Addr>,
+    now: u64,
+) {
+    // The BPF target has no atomic read-modify-write in `core`, so fields
+    // are updated with plain writes: one flow's packets are normally handled
+    // on one CPU (RSS steers by flow hash), and a lost race costs one counted
+    // packet or delays a state change to the next packet, never a wrong
+    // rewrite.
+    let e = entry.get_mut();
     e.packets += 1;
-    e.bytes += flow.ip_len as u64;
+    e.bytes += flow.l3_len as u64;
     if !flow.is_tcp() {
         e.expires_ns = now + CT_LIFETIME_UDP_NS;
         return;
@@ -167,13 +174,13 @@ pub fn account(key: &CtKey, entry: *mut CtEntry, flow: &Flow, now: u64) {
     }
     if seen & (CT_F_RST | CT_F_FIN) != 0 {
         let skey = e.sibling_key(key);
-        let sibling = CONNTRACK.get_ptr_mut(&skey);
-        // SAFETY: pointer from a successful lookup, as above.
-        let sibling_fin = sibling.is_some_and(|s| unsafe { (*s).flags } & CT_F_FIN != 0);
+        let sibling = F::conntrack().get_ptr_mut(&skey).map(CtRef);
+        let sibling_fin = sibling
+            .as_ref()
+            .is_some_and(|s| s.get().flags & CT_F_FIN != 0);
         if seen & CT_F_RST != 0 || sibling_fin {
-            if let Some(s) = sibling {
-                // SAFETY: as above.
-                let s = unsafe { &mut *s };
+            if let Some(mut s) = sibling {
+                let s = s.get_mut();
                 s.flags |= CT_F_CLOSING;
                 s.expires_ns = now + CT_LIFETIME_CLOSE_NS;
             }
@@ -186,7 +193,7 @@ pub fn account(key: &CtKey, entry: *mut CtEntry, flow: &Flow, now: u64) {
 }
 
 #[inline(always)]
-fn tcp_flags(flow: &Flow) -> u8 {
+fn tcp_flags<A: Addr>(flow: &Flow<A>) -> u8 {
     if !flow.is_tcp() {
         return 0;
     }
@@ -216,29 +223,4 @@ fn lifetime_for(tcp: bool, flags: u8) -> u64 {
     } else {
         CT_LIFETIME_TCP_SYN_NS
     }
-}
-
-/// The host port of the flow `entry` (stored at `key`) belongs to: the
-/// destination port of a forward entry, the NAT port of a reply entry.
-#[inline(always)]
-pub fn host_port(key: &CtKey, entry: &CtEntry) -> u16 {
-    if entry.dir == CT_DIR_FORWARD {
-        key.dport_be
-    } else {
-        entry.nat_port_be
-    }
-}
-
-/// True if `entry` is a reply entry.
-#[inline(always)]
-pub fn is_reply(entry: *const CtEntry) -> bool {
-    // SAFETY: pointer from `lookup` in this program run.
-    unsafe { (*entry).dir == CT_DIR_REPLY }
-}
-
-/// True if `entry` belongs to a hairpin (source-NATed) flow.
-#[inline(always)]
-pub fn is_hairpin(entry: *const CtEntry) -> bool {
-    // SAFETY: pointer from `lookup` in this program run.
-    unsafe { (*entry).is_hairpin() }
 }

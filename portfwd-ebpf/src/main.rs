@@ -1,76 +1,81 @@
 //! portfwd's kernel programs. Entry points only: each attach point is one thin
-//! function that hands the packet to the module for its concern.
+//! function that hands its context to the orchestrator for its concern.
 //!
-//! - `dnat`: packets from outside to a published host port (TC ingress on the
-//!   external interfaces);
-//! - `rnat`: the containers' replies (TC ingress on the bridge), and handing
-//!   hairpin packets from containers to `dnat`, with `snat` for their source;
-//! - `sock`: clients on the host itself (cgroup sock_addr hooks), and keeping
-//!   host processes off published ports;
-//! - `reset`: ending killed flows;
-//! - `parse`, `nat`, `conntrack`, `mapping`, `maps`, `stats`: shared pieces.
+//! - `hooks`: one orchestrator per TC attach point, deciding what a packet
+//!   needs; `xlate`: the leaf transforms they apply (DNAT, reverse NAT,
+//!   hairpin source ports, resets);
+//! - `family`: IPv4 behind the `Family` trait; `pkt`: packet access behind
+//!   the `Packet` trait (TC today);
+//! - `sock`: the cgroup socket hooks, apart from the packet path;
+//! - `conntrack`, `mapping`, `nat`, `maps`, `stats`: shared pieces.
 #![no_std]
 #![no_main]
 
 mod conntrack;
-mod dnat;
+mod family;
+mod hooks;
 mod mapping;
 mod maps;
 mod nat;
-mod parse;
-mod reset;
-mod rnat;
-mod snat;
+mod pkt;
 mod sock;
 mod stats;
+mod xlate;
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier},
     programs::{SockAddrContext, TcContext},
 };
 
+use crate::{
+    family::v4::Ipv4,
+    pkt::{finish, TcPacket},
+};
+
 /// TC ingress on each external interface: DNAT to the container, redirect to
 /// the bridge.
 #[classifier]
 pub fn pf_ext_in(ctx: TcContext) -> i32 {
-    dnat::from_external(&ctx)
+    let p = TcPacket(&ctx);
+    finish::<TcPacket>(hooks::ext_ingress::run::<Ipv4, _>(&p))
 }
 
 /// TC ingress on the bridge: reverse NAT of replies, redirect to the client;
 /// DNAT and SNAT of containers' own packets to published ports (hairpin).
 #[classifier]
 pub fn pf_br_in(ctx: TcContext) -> i32 {
-    rnat::from_bridge(&ctx)
+    let p = TcPacket(&ctx);
+    finish::<TcPacket>(hooks::bridge_ingress::run::<Ipv4, _>(&p))
 }
 
 /// connect(2), TCP and UDP: clients on the host itself.
 #[cgroup_sock_addr(connect4)]
 pub fn pf_connect4(ctx: SockAddrContext) -> i32 {
-    sock::redirect(&ctx)
+    sock::addr::redirect::<Ipv4>(&ctx)
 }
 
 /// sendmsg(2) on unconnected UDP sockets.
 #[cgroup_sock_addr(sendmsg4)]
 pub fn pf_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock::redirect(&ctx)
+    sock::addr::redirect::<Ipv4>(&ctx)
 }
 
 /// recvmsg(2) on UDP sockets: replies appear to come from the address used.
 #[cgroup_sock_addr(recvmsg4)]
 pub fn pf_recvmsg4(ctx: SockAddrContext) -> i32 {
-    sock::restore(&ctx)
+    sock::addr::restore::<Ipv4>(&ctx)
 }
 
 /// getpeername(2): the peer is the address the application connected to.
 #[cgroup_sock_addr(getpeername4)]
 pub fn pf_getpeer4(ctx: SockAddrContext) -> i32 {
-    sock::restore(&ctx)
+    sock::addr::restore::<Ipv4>(&ctx)
 }
 
 /// bind(2): published ports are reserved.
 #[cgroup_sock_addr(bind4)]
 pub fn pf_bind4(ctx: SockAddrContext) -> i32 {
-    sock::bind(&ctx)
+    sock::addr::bind::<Ipv4>(&ctx)
 }
 
 #[cfg(not(test))]

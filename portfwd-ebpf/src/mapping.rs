@@ -1,26 +1,32 @@
 //! Looking up a published port, for packets (TC) and sockets (cgroup hooks).
-use portfwd_common::{Backend, MapKey};
+use portfwd_common::{Addr, Backend, MapKey};
 
-use crate::maps::{LOCAL_ADDRS, MAPPINGS};
+use crate::family::Family;
 
-/// A matched mapping: the endpoint and the host address of its key (0 for
-/// the wildcard), which names its counters.
-pub struct Matched {
-    pub backend: Backend,
-    pub map_addr_be: u32,
+/// A matched mapping: the endpoint, and whether the match was the wildcard
+/// (with the host port and protocol, that names the mapping's counters).
+pub struct Matched<A> {
+    pub backend: Backend<A>,
+    pub wildcard: bool,
 }
 
-/// True for 127.0.0.0/8 (addresses in network byte order, read on a
-/// little-endian target: the first octet is the low byte).
-#[inline(always)]
-pub fn is_loopback(addr_be: u32) -> bool {
-    addr_be & 0xff == 127
+impl<A: Addr> Matched<A> {
+    /// The key of the matched mapping for a packet to `daddr_be:dport_be`.
+    #[inline(always)]
+    pub fn key(&self, daddr_be: A, dport_be: u16, proto: u8) -> MapKey<A> {
+        let addr = if self.wildcard {
+            A::default()
+        } else {
+            daddr_be
+        };
+        MapKey::new(addr, dport_be, proto)
+    }
 }
 
 #[inline(always)]
-pub fn is_local(addr_be: u32) -> bool {
+pub fn is_local<F: Family>(addr: F::Addr) -> bool {
     // SAFETY: the value is a plain integer and only its presence is used.
-    unsafe { LOCAL_ADDRS.get(&addr_be) }.is_some()
+    unsafe { F::local_addrs().get(&addr) }.is_some()
 }
 
 /// The mapping for destination `daddr_be:dport_be`, which the caller has
@@ -28,25 +34,36 @@ pub fn is_local(addr_be: u32) -> bool {
 /// own sockets). An exact host-address mapping wins over the wildcard; both
 /// never exist for one port (userspace refuses the overlap).
 #[inline(always)]
-pub fn lookup(daddr_be: u32, dport_be: u16, proto: u8) -> Option<Matched> {
-    let mut key = MapKey {
-        addr_be: 0,
-        port_be: dport_be,
-        proto,
-        pad: 0,
-    };
+pub fn lookup<F: Family>(daddr_be: F::Addr, dport_be: u16, proto: u8) -> Option<Matched<F::Addr>> {
+    let mut key = MapKey::new(F::Addr::default(), dport_be, proto);
     // SAFETY: map values are plain integers, copied out at once.
-    if let Some(backend) = unsafe { MAPPINGS.get(&key) } {
+    if let Some(backend) = unsafe { F::mappings().get(&key) } {
         return Some(Matched {
             backend: *backend,
-            map_addr_be: 0,
+            wildcard: true,
         });
     }
     key.addr_be = daddr_be;
     // SAFETY: as above.
-    let backend = unsafe { MAPPINGS.get(&key) }?;
+    let backend = unsafe { F::mappings().get(&key) }?;
     Some(Matched {
         backend: *backend,
-        map_addr_be: daddr_be,
+        wildcard: false,
     })
+}
+
+/// The mapping for a packet from outside or from a container: the wildcard
+/// applies only to the host's own addresses; an exact-address mapping names
+/// its address itself.
+#[inline(always)]
+pub fn for_packet<F: Family>(
+    daddr_be: F::Addr,
+    dport_be: u16,
+    proto: u8,
+) -> Option<Matched<F::Addr>> {
+    let m = lookup::<F>(daddr_be, dport_be, proto)?;
+    if m.wildcard && !is_local::<F>(daddr_be) {
+        return None;
+    }
+    Some(m)
 }

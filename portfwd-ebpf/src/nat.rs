@@ -1,86 +1,50 @@
-//! Address and port rewriting with incremental checksum updates.
-//!
-//! The kernel helpers do the arithmetic and keep `skb->csum` right for
-//! CHECKSUM_COMPLETE packets and the pseudo-header sum right for
-//! CHECKSUM_PARTIAL ones (veth, TSO), so nothing is recomputed from scratch.
-use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    programs::TcContext,
-};
-use portfwd_common::stat;
+//! Address and port rewriting with incremental checksum updates, written once
+//! for both families (the family rewrites its addresses, ports are common).
+use portfwd_common::Addr;
 
-use crate::parse::{
-    Flow, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF,
+use crate::{
+    family::{Family, Flow, Side, L4_DPORT_OFF, L4_SPORT_OFF},
+    pkt::{Drop, Packet},
 };
 
-/// Which end of the packet to rewrite.
-#[derive(Clone, Copy)]
-pub enum Side {
-    /// Destination: client -> host port becomes client -> container (DNAT).
-    Dst,
-    /// Source: container -> client becomes host port -> client (reverse NAT).
-    Src,
-}
-
-/// Rewrites one address and port of `flow` to `addr_be:port_be`.
-/// Returns the drop reason on failure; the caller must then drop the packet,
-/// which may be half rewritten.
+/// Rewrites the address and port at `side` of `flow` to `addr_be:port_be`.
+/// On failure the packet may be half rewritten: the caller drops it.
 #[inline(always)]
-pub fn rewrite(
-    ctx: &TcContext,
-    flow: &Flow,
+pub fn rewrite<F: Family, P: Packet>(
+    p: &P,
+    flow: &Flow<F::Addr>,
     side: Side,
-    addr_be: u32,
+    addr_be: F::Addr,
     port_be: u16,
-) -> Result<(), u32> {
-    let (old_addr, old_port, addr_off, port_off) = match side {
-        Side::Dst => (flow.daddr_be, flow.dport_be, IP_DADDR_OFF, L4_DPORT_OFF),
-        Side::Src => (flow.saddr_be, flow.sport_be, IP_SADDR_OFF, L4_SPORT_OFF),
+) -> Result<(), Drop> {
+    let (old_addr, old_port, port_off) = match side {
+        Side::Dst => (flow.daddr_be, flow.dport_be, L4_DPORT_OFF),
+        Side::Src => (flow.saddr_be, flow.sport_be, L4_SPORT_OFF),
     };
-    // UDP: a zero checksum means "none" and must stay zero; a computed zero
-    // must become 0xffff. BPF_F_MARK_MANGLED_0 does both.
-    let l4_flags = if flow.is_tcp() {
-        0
-    } else {
-        BPF_F_MARK_MANGLED_0 as u64
-    };
-    let csum_off = flow.l4_csum_off();
-
     if old_addr != addr_be {
-        ctx.l4_csum_replace(
-            csum_off,
-            old_addr as u64,
-            addr_be as u64,
-            l4_flags | BPF_F_PSEUDO_HDR as u64 | 4,
-        )
-        .map_err(|_| stat::DROP_CSUM_L4)?;
-        ctx.l3_csum_replace(ETH_HLEN + IP_CSUM_OFF, old_addr as u64, addr_be as u64, 4)
-            .map_err(|_| stat::DROP_CSUM_L3)?;
-        ctx.store(ETH_HLEN + addr_off, &addr_be, 0)
-            .map_err(|_| stat::DROP_STORE)?;
+        F::set_addr(p, flow, side, old_addr, addr_be)?;
     }
     if old_port != port_be {
-        ctx.l4_csum_replace(csum_off, old_port as u64, port_be as u64, l4_flags | 2)
-            .map_err(|_| stat::DROP_CSUM_L4)?;
-        ctx.store(flow.l4_off + port_off, &port_be, 0)
-            .map_err(|_| stat::DROP_STORE)?;
+        set_port(p, flow, flow.l4_off + port_off, old_port, port_be)?;
     }
     Ok(())
 }
 
-/// Redirects the packet out of `ifindex`, letting the kernel fill in the L2
-/// addresses from its neighbour table (resolving them if needed). This sends
-/// the packet without the host's forwarding path, so it works with
-/// `ip_forward=0` and a FORWARD policy of DROP.
+/// Rewrites the 16-bit port at `off` (inside `flow`'s L4 header) and its
+/// checksum.
 #[inline(always)]
-pub fn redirect_neigh(ifindex: u32) -> i32 {
-    // SAFETY: a NULL params pointer with length 0 is the documented way to ask
-    // the helper for a route lookup on the packet's own destination.
-    let ret =
-        unsafe { aya_ebpf::helpers::bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
-    if ret == aya_ebpf::bindings::TC_ACT_REDIRECT as i64 {
-        ret as i32
-    } else {
-        crate::stats::drop(stat::DROP_REDIRECT)
-    }
+pub fn set_port<A: Addr, P: Packet>(
+    p: &P,
+    flow: &Flow<A>,
+    off: usize,
+    old_be: u16,
+    new_be: u16,
+) -> Result<(), Drop> {
+    p.l4_csum_replace(
+        flow.l4_csum_off(),
+        old_be as u32,
+        new_be as u32,
+        flow.l4_csum_flags() | 2,
+    )?;
+    p.write(off, new_be)
 }

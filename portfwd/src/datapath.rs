@@ -3,7 +3,7 @@
 use std::{io, net::Ipv4Addr, path::Path};
 
 use aya::{
-    maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         links::{CgroupAttachMode, FdLink, LinkError, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
@@ -13,10 +13,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use portfwd_common::{
-    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, SockRevKey, SockRevValue, ALL_MAPS,
-    GLOBAL_HOST_NETNS, MAP_CONNTRACK, MAP_LOCAL_ADDRS, MAP_MAPPINGS, MAP_MAPPING_STATS, MAP_PORTS,
-    MAP_SOCK_REVERSE, MAP_STATS, PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_CONNECT4,
-    PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4,
+    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, GLOBAL_HOST_NETNS, LAYOUT_VERSION,
+    MAPS, MAP_CONNTRACK4, MAP_LOCAL_ADDRS4, MAP_MAPPINGS4, MAP_MAPPING_STATS4, MAP_META, MAP_PORTS,
+    MAP_STATS, META_LAYOUT, PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS,
+    PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4, V4,
 };
 
 use crate::{
@@ -32,34 +32,47 @@ pub const LOCAL_PROGRAMS: [&str; 4] = [
     PROG_GETPEERNAME4,
 ];
 
-/// Key and value size of every map, as this build lays them out.
-const LAYOUTS: [(&str, usize, usize); 7] = [
-    (MAP_MAPPINGS, size_of::<MapKey>(), size_of::<Backend>()),
-    (MAP_CONNTRACK, size_of::<CtKey>(), size_of::<CtEntry>()),
-    (MAP_LOCAL_ADDRS, size_of::<u32>(), size_of::<u32>()),
-    (MAP_STATS, size_of::<u32>(), size_of::<u64>()),
-    (
-        MAP_MAPPING_STATS,
-        size_of::<MapKey>(),
-        size_of::<MapStats>(),
-    ),
-    (MAP_PORTS, size_of::<PortKey>(), size_of::<u32>()),
-    (
-        MAP_SOCK_REVERSE,
-        size_of::<SockRevKey>(),
-        size_of::<SockRevValue>(),
-    ),
-];
-const _: () = assert!(LAYOUTS.len() == ALL_MAPS.len());
-
-/// Fails with `StaleState` if a map pinned in `state` has another key or
-/// value size than this build uses (state left by another portfwd version):
-/// reusing it would make the programs fail to load or misread entries.
-pub fn check_layouts(state: &StateDir) -> Result<()> {
-    for (name, _, _) in LAYOUTS {
-        if state.map_pin(name).exists() {
-            open_checked(state, name)?;
+/// Fails with `StaleState` if `state` holds maps of another portfwd version:
+/// a pinned map this build does not have, one with another key or value
+/// size, or a layout version in `pf_meta` other than this build's. Reusing
+/// such state would make the programs fail to load or misread entries.
+fn check_layouts(state: &StateDir) -> Result<()> {
+    for name in state.pinned_maps() {
+        if portfwd_common::maps::find(&name).is_none() {
+            return Err(Error::StaleState {
+                dir: state.path.clone(),
+                map: name,
+                found: "a map this version does not have".into(),
+                expected: "only this version's maps".into(),
+            });
         }
+    }
+    for spec in MAPS {
+        if state.map_pin(spec.name).exists() {
+            open_checked(state, spec.name)?;
+        }
+    }
+    if state.map_pin(MAP_META).exists() {
+        let meta: Array<MapData, u64> = Array::try_from(Map::Array(open_checked(state, MAP_META)?))
+            .map_err(|e| Error::ebpf(format!("map {MAP_META}"), e))?;
+        let found = meta.get(&META_LAYOUT, 0).unwrap_or(0);
+        // 0: made by this version's loader, which writes the version right
+        // after loading (an interrupted first attach leaves 0).
+        if found != LAYOUT_VERSION && found != 0 {
+            return Err(Error::StaleState {
+                dir: state.path.clone(),
+                map: MAP_META.into(),
+                found: format!("layout version {found}"),
+                expected: format!("{LAYOUT_VERSION}"),
+            });
+        }
+    } else if !state.pinned_maps().is_empty() {
+        return Err(Error::StaleState {
+            dir: state.path.clone(),
+            map: MAP_META.into(),
+            found: "no layout version".into(),
+            expected: format!("{LAYOUT_VERSION}"),
+        });
     }
     Ok(())
 }
@@ -69,19 +82,19 @@ fn open_checked(state: &StateDir, name: &str) -> Result<MapData> {
     let path = state.map_pin(name);
     let data = MapData::from_pin(&path)
         .map_err(|e| Error::ebpf(format!("opening {}", path.display()), e))?;
-    let Some(&(_, key, value)) = LAYOUTS.iter().find(|(n, _, _)| *n == name) else {
+    let Some(spec) = portfwd_common::maps::find(name) else {
         return Ok(data);
     };
     let info = data
         .info()
         .map_err(|e| Error::ebpf(format!("reading {}", path.display()), e))?;
     let found = (info.key_size() as usize, info.value_size() as usize);
-    if found != (key, value) {
+    if found != (spec.key_size, spec.value_size) {
         return Err(Error::StaleState {
             dir: state.path.clone(),
             map: name.to_string(),
             found: format!("key {} bytes, value {} bytes", found.0, found.1),
-            expected: format!("{key} and {value}"),
+            expected: format!("{} and {}", spec.key_size, spec.value_size),
         });
     }
     Ok(data)
@@ -89,9 +102,10 @@ fn open_checked(state: &StateDir, name: &str) -> Result<MapData> {
 
 /// The mapping table alone, for detach, which must work on state of any
 /// version.
-pub fn open_mappings(state: &StateDir) -> Result<HashMap<MapData, MapKey, Backend>> {
-    let data = open_checked(state, MAP_MAPPINGS)?;
-    HashMap::try_from(Map::HashMap(data)).map_err(|e| Error::ebpf(format!("map {MAP_MAPPINGS}"), e))
+pub fn open_mappings(state: &StateDir) -> Result<HashMap<MapData, MapKey<V4>, Backend<V4>>> {
+    let data = open_checked(state, MAP_MAPPINGS4)?;
+    HashMap::try_from(Map::HashMap(data))
+        .map_err(|e| Error::ebpf(format!("map {MAP_MAPPINGS4}"), e))
 }
 
 /// Loads the object for the current network namespace (whose cookie the
@@ -104,15 +118,21 @@ pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader.override_global(GLOBAL_HOST_NETNS, &host_netns, true);
     let pins: Vec<_> = match state {
-        Some(s) => ALL_MAPS.iter().map(|m| (*m, s.map_pin(m))).collect(),
+        Some(s) => MAPS.iter().map(|m| (m.name, s.map_pin(m.name))).collect(),
         None => Vec::new(),
     };
     for (name, path) in &pins {
-        loader.map_pin_path(*name, path.as_path());
+        loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader
         .load(crate::EBPF_OBJECT)
         .map_err(|e| Error::ebpf("loading the eBPF object", e))?;
+    let mut meta: Array<&mut MapData, u64> = ebpf
+        .map_mut(MAP_META)
+        .ok_or_else(|| Error::ebpf(MAP_META, io::Error::other("map missing from object")))
+        .and_then(|m| Array::try_from(m).map_err(|e| Error::ebpf(format!("map {MAP_META}"), e)))?;
+    meta.set(META_LAYOUT, LAYOUT_VERSION, 0)
+        .map_err(|e| Error::ebpf(format!("writing {MAP_META}"), e))?;
     for name in [PROG_EXTERNAL_INGRESS, PROG_BRIDGE_INGRESS] {
         classifier(&mut ebpf, name)?
             .load()
@@ -295,11 +315,11 @@ fn bpf_link_detach(link: &std::os::fd::OwnedFd) -> io::Result<()> {
 
 /// Typed handles on the maps.
 pub struct Maps {
-    pub mappings: HashMap<MapData, MapKey, Backend>,
-    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub mappings: HashMap<MapData, MapKey<V4>, Backend<V4>>,
+    pub conntrack: HashMap<MapData, CtKey<V4>, CtEntry<V4>>,
     pub local_addrs: HashMap<MapData, u32, u32>,
     pub stats: PerCpuArray<MapData, u64>,
-    pub mapping_stats: PerCpuHashMap<MapData, MapKey, MapStats>,
+    pub mapping_stats: PerCpuHashMap<MapData, MapKey<V4>, MapStats>,
     pub ports: HashMap<MapData, PortKey, u32>,
 }
 
@@ -315,11 +335,11 @@ impl Maps {
             })
         };
         let maps = [
-            take(MAP_MAPPINGS)?,
-            take(MAP_CONNTRACK)?,
-            take(MAP_LOCAL_ADDRS)?,
+            take(MAP_MAPPINGS4)?,
+            take(MAP_CONNTRACK4)?,
+            take(MAP_LOCAL_ADDRS4)?,
             take(MAP_STATS)?,
-            take(MAP_MAPPING_STATS)?,
+            take(MAP_MAPPING_STATS4)?,
             take(MAP_PORTS)?,
         ];
         Self::from_maps(maps)
@@ -328,16 +348,17 @@ impl Maps {
     /// Opens the maps pinned in a state directory, after checking they have
     /// this build's layouts.
     pub fn open(state: &StateDir) -> Result<Self> {
+        check_layouts(state)?;
         let open = |name: &str| -> Result<Map> {
             let data = open_checked(state, name)?;
             Map::from_map_data(data).map_err(|e| Error::ebpf(format!("map {name}"), e))
         };
         let maps = [
-            open(MAP_MAPPINGS)?,
-            open(MAP_CONNTRACK)?,
-            open(MAP_LOCAL_ADDRS)?,
+            open(MAP_MAPPINGS4)?,
+            open(MAP_CONNTRACK4)?,
+            open(MAP_LOCAL_ADDRS4)?,
             open(MAP_STATS)?,
-            open(MAP_MAPPING_STATS)?,
+            open(MAP_MAPPING_STATS4)?,
             open(MAP_PORTS)?,
         ];
         Self::from_maps(maps)
@@ -346,18 +367,18 @@ impl Maps {
     fn from_maps([mappings, conntrack, local, stats, mstats, ports]: [Map; 6]) -> Result<Self> {
         let typed = |name: &str, e: aya::maps::MapError| Error::ebpf(format!("map {name}"), e);
         Ok(Self {
-            mappings: HashMap::try_from(mappings).map_err(|e| typed(MAP_MAPPINGS, e))?,
-            conntrack: HashMap::try_from(conntrack).map_err(|e| typed(MAP_CONNTRACK, e))?,
-            local_addrs: HashMap::try_from(local).map_err(|e| typed(MAP_LOCAL_ADDRS, e))?,
+            mappings: HashMap::try_from(mappings).map_err(|e| typed(MAP_MAPPINGS4, e))?,
+            conntrack: HashMap::try_from(conntrack).map_err(|e| typed(MAP_CONNTRACK4, e))?,
+            local_addrs: HashMap::try_from(local).map_err(|e| typed(MAP_LOCAL_ADDRS4, e))?,
             stats: PerCpuArray::try_from(stats).map_err(|e| typed(MAP_STATS, e))?,
             mapping_stats: PerCpuHashMap::try_from(mstats)
-                .map_err(|e| typed(MAP_MAPPING_STATS, e))?,
+                .map_err(|e| typed(MAP_MAPPING_STATS4, e))?,
             ports: HashMap::try_from(ports).map_err(|e| typed(MAP_PORTS, e))?,
         })
     }
 
     /// Every mapping in the table.
-    pub fn mapping_entries(&self) -> Vec<(MapKey, Backend)> {
+    pub fn mapping_entries(&self) -> Vec<(MapKey<V4>, Backend<V4>)> {
         self.mappings.iter().filter_map(|r| r.ok()).collect()
     }
 

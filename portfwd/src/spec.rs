@@ -1,7 +1,7 @@
 //! Mapping specifications: `[HOST_IP:]HOST_PORT[-END]=CONTAINER_IP:CONTAINER_PORT[-END][/tcp|/udp]`.
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
-use portfwd_common::{Backend, MapKey, PROTO_TCP, PROTO_UDP};
+use portfwd_common::{Backend, MapKey, PROTO_TCP, PROTO_UDP, V4};
 
 use crate::error::{Error, Result};
 
@@ -46,7 +46,7 @@ pub struct HostPort {
 }
 
 impl HostPort {
-    pub fn key(&self) -> MapKey {
+    pub fn key(&self) -> MapKey<V4> {
         MapKey {
             addr_be: self.addr.map_or(0, |a| u32::from_ne_bytes(a.octets())),
             port_be: self.port.to_be(),
@@ -55,7 +55,7 @@ impl HostPort {
         }
     }
 
-    pub fn from_key(key: &MapKey) -> Option<Self> {
+    pub fn from_key(key: &MapKey<V4>) -> Option<Self> {
         Some(Self {
             proto: Proto::from_number(key.proto)?,
             addr: (key.addr_be != 0).then(|| Ipv4Addr::from(key.addr_be.to_ne_bytes())),
@@ -88,7 +88,7 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub fn backend(&self, bridge_ifindex: u32) -> Backend {
+    pub fn backend(&self, bridge_ifindex: u32) -> Backend<V4> {
         Backend {
             addr_be: u32::from_ne_bytes(self.container_ip.octets()),
             port_be: self.container_port.to_be(),

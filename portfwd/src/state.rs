@@ -93,6 +93,24 @@ impl StateDir {
             .collect()
     }
 
+    /// Names of the pinned maps: every entry that is not a link.
+    pub fn pinned_maps(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| {
+                ![BRIDGE_PREFIX, EXTERNAL_PREFIX, CGROUP_PREFIX]
+                    .iter()
+                    .any(|p| n.starts_with(p))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Interface indices of the external interfaces.
     pub fn externals(&self) -> Vec<u32> {
         self.links(EXTERNAL_PREFIX)

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, fs::File, os::fd::AsRawFd as _};
 
 use aya::maps::PerCpuValues;
 use portfwd_common::{
-    CtEntry, CtKey, MapKey, MapStats, PortKey, CT_DIR_FORWARD, CT_F_KILL, PROTO_TCP,
+    CtEntry, CtKey, MapKey, MapStats, PortKey, CT_DIR_FORWARD, CT_F_KILL, PROTO_TCP, V4,
 };
 
 use crate::{
@@ -44,7 +44,7 @@ pub fn lock(state: &StateDir) -> Result<Lock> {
 }
 
 /// The published mappings, by host port.
-pub fn entries(maps: &Maps) -> BTreeMap<HostPort, portfwd_common::Backend> {
+pub fn entries(maps: &Maps) -> BTreeMap<HostPort, portfwd_common::Backend<V4>> {
     maps.mapping_entries()
         .into_iter()
         .filter_map(|(k, b)| Some((HostPort::from_key(&k)?, b)))
@@ -92,25 +92,23 @@ pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
     Ok(())
 }
 
-fn port_count(maps: &Maps, key: &MapKey) -> u32 {
+fn port_count(maps: &Maps, key: &MapKey<V4>) -> u32 {
     maps.ports
-        .get(
-            &PortKey {
-                port_be: key.port_be,
-                proto: key.proto,
-                pad: 0,
-            },
-            0,
-        )
+        .get(&port_key(key.port_be, key.proto), 0)
         .unwrap_or(0)
 }
 
-fn bump_port(maps: &mut Maps, key: &MapKey, delta: i32) -> Result<()> {
-    let pk = PortKey {
-        port_be: key.port_be,
-        proto: key.proto,
-        pad: 0,
-    };
+/// The `pf_ports` key of an IPv4 port.
+fn port_key(port_be: u16, proto: u8) -> PortKey {
+    PortKey {
+        port_be,
+        proto,
+        af: portfwd_common::AF_INET,
+    }
+}
+
+fn bump_port(maps: &mut Maps, key: &MapKey<V4>, delta: i32) -> Result<()> {
+    let pk = port_key(key.port_be, key.proto);
     let n = port_count(maps, key) as i64 + i64::from(delta);
     if n <= 0 {
         let _ = maps.ports.remove(&pk);
@@ -164,7 +162,7 @@ pub fn add(
 /// drain; with `kill` they are ended (see `kill_flows`).
 pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result<Vec<HostPort>> {
     let mut doomed = Vec::new();
-    let mut table: Option<BTreeMap<HostPort, portfwd_common::Backend>> = None;
+    let mut table: Option<BTreeMap<HostPort, portfwd_common::Backend<V4>>> = None;
     for sel in selectors {
         let matched = matching(maps, sel, &mut table);
         if matched.is_empty() {
@@ -200,7 +198,7 @@ pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result
 fn matching(
     maps: &Maps,
     sel: &PortSelector,
-    table: &mut Option<BTreeMap<HostPort, portfwd_common::Backend>>,
+    table: &mut Option<BTreeMap<HostPort, portfwd_common::Backend<V4>>>,
 ) -> Vec<HostPort> {
     let mut out = Vec::new();
     for port in sel.ports.clone() {
@@ -230,17 +228,12 @@ fn matching(
 /// datapath turns their next packets into RSTs for both ends; UDP entries are
 /// deleted (the next datagram follows the table, which no longer has them).
 pub fn kill_flows(maps: &mut Maps, hosts: &[HostPort]) -> Result<usize> {
-    let keys: Vec<MapKey> = hosts.iter().map(HostPort::key).collect();
-    let flows: Vec<(CtKey, CtEntry)> = maps
+    let keys: Vec<MapKey<V4>> = hosts.iter().map(HostPort::key).collect();
+    let flows: Vec<(CtKey<V4>, CtEntry<V4>)> = maps
         .conntrack
         .iter()
         .filter_map(|r| r.ok())
-        .filter(|(k, e)| {
-            e.dir == CT_DIR_FORWARD
-                && keys.iter().any(|m| {
-                    m.proto == k.proto && m.port_be == k.dport_be && m.addr_be == e.map_addr_be
-                })
-        })
+        .filter(|(k, e)| e.dir == CT_DIR_FORWARD && keys.iter().any(|m| *m == e.mapping_key(k)))
         .collect();
     for (key, entry) in &flows {
         let reply_key = reply_key(key, entry);
@@ -260,7 +253,7 @@ pub fn kill_flows(maps: &mut Maps, hosts: &[HostPort]) -> Result<usize> {
 }
 
 /// The reply-direction key of the flow whose forward entry is (`key`, `entry`).
-pub fn reply_key(key: &CtKey, entry: &CtEntry) -> CtKey {
+pub fn reply_key(key: &CtKey<V4>, entry: &CtEntry<V4>) -> CtKey<V4> {
     entry.sibling_key(key)
 }
 
@@ -282,15 +275,7 @@ pub fn rebuild_ports(maps: &mut Maps) -> Result<()> {
     }
     for ((port_be, proto), count) in wanted {
         maps.ports
-            .insert(
-                PortKey {
-                    port_be,
-                    proto,
-                    pad: 0,
-                },
-                count,
-                0,
-            )
+            .insert(port_key(port_be, proto), count, 0)
             .map_err(|e| Error::ebpf("updating pf_ports", e))?;
     }
     Ok(())

@@ -64,9 +64,8 @@ pub fn run(args: &Args) -> Result<String> {
     let result = table::lock(&state).and_then(|_lock| {
         if !fresh {
             // Refuse before touching anything if the pinned maps are another
-            // version's, or a new mapping would shadow or be shadowed by one
-            // already published with another address.
-            datapath::check_layouts(&state)?;
+            // version's (`Maps::open` checks), or a new mapping would shadow
+            // or be shadowed by one already published with another address.
             table::check_free(&datapath::Maps::open(&state)?, &args.mappings, true)?;
         }
         attach_in(&state, args, &cgroup, bridge_index, &external, &ext_indices)

@@ -54,14 +54,7 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
         .map(|(host, b)| {
             let s = table::mapping_stats(maps, &host);
             let key = host.key();
-            let active = live
-                .iter()
-                .filter(|(k, e)| {
-                    k.proto == key.proto
-                        && k.dport_be == key.port_be
-                        && e.map_addr_be == key.addr_be
-                })
-                .count() as u64;
+            let active = live.iter().filter(|(k, e)| e.mapping_key(k) == key).count() as u64;
             Row {
                 proto: host.proto.to_string(),
                 host_ip: host.addr.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),

@@ -1,0 +1,97 @@
+//! Every map's name (as in the eBPF object and as its pin file name), key and
+//! value size and capacity: one table, read by the loader to check pinned
+//! state and by the tests to check the object.
+use core::mem::size_of;
+
+use crate::{
+    addr::V4, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, SockRevKey, SockRevValue,
+};
+
+pub const MAPPINGS_MAX: u32 = 65_536;
+pub const CONNTRACK_MAX: u32 = 131_072;
+pub const LOCAL_ADDRS_MAX: u32 = 1_024;
+pub const STATS_MAX: u32 = 256;
+pub const SOCK_REVERSE_MAX: u32 = 65_536;
+
+/// Bump when a map's meaning changes without its sizes changing; pinned
+/// state written under another version is refused (see `pf_meta`).
+pub const LAYOUT_VERSION: u64 = 2;
+/// Index of the layout version in `pf_meta`.
+pub const META_LAYOUT: u32 = 0;
+pub const META_MAX: u32 = 4;
+
+/// Names are at most 15 characters (the kernel's BPF_OBJ_NAME_LEN - 1).
+pub const MAP_META: &str = "pf_meta";
+pub const MAP_MAPPINGS4: &str = "pf_map4";
+pub const MAP_CONNTRACK4: &str = "pf_ct4";
+pub const MAP_LOCAL_ADDRS4: &str = "pf_local4";
+pub const MAP_MAPPING_STATS4: &str = "pf_mstats4";
+pub const MAP_SOCK_REVERSE4: &str = "pf_sockrev4";
+pub const MAP_STATS: &str = "pf_stats";
+pub const MAP_PORTS: &str = "pf_ports";
+
+/// One map of the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub key_size: usize,
+    pub value_size: usize,
+    pub max_entries: u32,
+}
+
+const fn spec(name: &'static str, key_size: usize, value_size: usize, max: u32) -> MapSpec {
+    assert!(name.len() <= 15);
+    MapSpec {
+        name,
+        key_size,
+        value_size,
+        max_entries: max,
+    }
+}
+
+pub const MAPS: &[MapSpec] = &[
+    spec(MAP_META, 4, 8, META_MAX),
+    spec(
+        MAP_MAPPINGS4,
+        size_of::<MapKey<V4>>(),
+        size_of::<Backend<V4>>(),
+        MAPPINGS_MAX,
+    ),
+    spec(
+        MAP_CONNTRACK4,
+        size_of::<CtKey<V4>>(),
+        size_of::<CtEntry<V4>>(),
+        CONNTRACK_MAX,
+    ),
+    spec(MAP_LOCAL_ADDRS4, 4, 4, LOCAL_ADDRS_MAX),
+    spec(
+        MAP_MAPPING_STATS4,
+        size_of::<MapKey<V4>>(),
+        size_of::<MapStats>(),
+        MAPPINGS_MAX,
+    ),
+    spec(
+        MAP_SOCK_REVERSE4,
+        size_of::<SockRevKey<V4>>(),
+        size_of::<SockRevValue<V4>>(),
+        SOCK_REVERSE_MAX,
+    ),
+    spec(MAP_STATS, 4, 8, STATS_MAX),
+    spec(MAP_PORTS, size_of::<PortKey>(), 4, MAPPINGS_MAX),
+];
+
+/// The entry of `MAPS` named `name`.
+pub fn find(name: &str) -> Option<&'static MapSpec> {
+    let mut i = 0;
+    while i < MAPS.len() {
+        if str_eq(MAPS[i].name, name) {
+            return Some(&MAPS[i]);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn str_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes() == b.as_bytes()
+}

@@ -1,0 +1,194 @@
+//! Socket-level forwarding for clients on the host itself, which never send a
+//! packet through the external interfaces: processes connecting to
+//! 127.0.0.1:PORT or to any of the host's addresses. cgroup sock_addr hooks
+//! rewrite the destination at connect(2) / sendmsg(2) time, so no packet
+//! needs NAT at all, and put the original address back in recvmsg(2) and
+//! getpeername(2).
+//!
+//! A destination is rewritten only when the socket is in the host's network
+//! namespace (the hooks run for every namespace under the cgroup) and the
+//! destination is loopback or one of the host's addresses, with a mapped
+//! port. Sockets in other namespaces are never touched: a container on the
+//! bridge reaching a host address is hairpinned by the TC program on the
+//! bridge, and any other namespace's packets meet the external interfaces
+//! like a remote client's. Rewriting them here would send them straight to
+//! the container's address over a routed path that Docker's FORWARD policy
+//! drops, and would touch a container's own 127.0.0.1.
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    maps::LruHashMap,
+    programs::SockAddrContext,
+    EbpfContext as _, Global,
+};
+use portfwd_common::{stat, MapKey, PortKey, SockRevKey, SockRevValue, PROTO_TCP, PROTO_UDP, V4};
+
+use crate::{
+    family::{v4::Ipv4, Family},
+    mapping,
+    maps::{PORTS, SOCK_REVERSE4},
+    stats,
+};
+
+/// Cookie of the network namespace portfwd is attached in; set at load time.
+#[unsafe(no_mangle)]
+static HOST_NETNS: Global<u64> = Global::new(0);
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+/// The `bpf_sock_addr` context, read and written field by field through its
+/// pointer (the kernel lets these programs write user_ip4, user_ip6 and
+/// user_port).
+pub struct SockAddr<'a>(&'a SockAddrContext);
+
+impl SockAddr<'_> {
+    #[inline(always)]
+    fn raw(&self) -> *mut bpf_sock_addr {
+        self.0.sock_addr
+    }
+
+    #[inline(always)]
+    fn protocol(&self) -> Option<u8> {
+        // SAFETY: the context pointer is valid for the whole program run.
+        match unsafe { (*self.raw()).protocol } {
+            p if p == PROTO_TCP as u32 => Some(PROTO_TCP),
+            p if p == PROTO_UDP as u32 => Some(PROTO_UDP),
+            _ => None,
+        }
+    }
+
+    /// user_port is a 32-bit field holding a 16-bit port in network order;
+    /// it is read whole (narrower loads are rejected for some hooks).
+    #[inline(always)]
+    fn port(&self) -> u16 {
+        // SAFETY: as in `protocol`.
+        unsafe { (*self.raw()).user_port as u16 }
+    }
+
+    #[inline(always)]
+    fn set_port(&self, port_be: u16) {
+        // SAFETY: as in `protocol`; the field is writable for these hooks.
+        unsafe { (*self.raw()).user_port = port_be as u32 }
+    }
+
+    #[inline(always)]
+    fn in_host_netns(&self) -> bool {
+        let host = HOST_NETNS.load();
+        // SAFETY: the helper only reads the program's own context.
+        host != 0 && unsafe { bpf_get_netns_cookie(self.0.as_ptr()) } == host
+    }
+
+    #[inline(always)]
+    fn socket_cookie(&self) -> u64 {
+        // SAFETY: the helper only reads the program's own context.
+        unsafe { bpf_get_socket_cookie(self.0.as_ptr()) }
+    }
+}
+
+/// How a family's addresses sit in `bpf_sock_addr`.
+pub trait SockFamily: Family {
+    fn sock_reverse() -> &'static LruHashMap<SockRevKey<Self::Addr>, SockRevValue<Self::Addr>>;
+    fn user_ip(sa: &SockAddr) -> Self::Addr;
+    fn set_user_ip(sa: &SockAddr, addr: Self::Addr);
+}
+
+impl SockFamily for Ipv4 {
+    #[inline(always)]
+    fn sock_reverse() -> &'static LruHashMap<SockRevKey<V4>, SockRevValue<V4>> {
+        &SOCK_REVERSE4
+    }
+
+    #[inline(always)]
+    fn user_ip(sa: &SockAddr) -> V4 {
+        // SAFETY: as in `SockAddr::protocol`.
+        unsafe { (*sa.raw()).user_ip4 }
+    }
+
+    #[inline(always)]
+    fn set_user_ip(sa: &SockAddr, addr: V4) {
+        // SAFETY: as in `SockAddr::set_port`.
+        unsafe { (*sa.raw()).user_ip4 = addr }
+    }
+}
+
+/// connect (TCP and UDP) and sendmsg (unconnected UDP).
+#[inline(always)]
+pub fn redirect<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
+    let sa = SockAddr(ctx);
+    let Some(proto) = sa.protocol() else {
+        return ALLOW;
+    };
+    let dst = F::user_ip(&sa);
+    let port = sa.port();
+    if !sa.in_host_netns() || !(F::is_loopback(dst) || mapping::is_local::<F>(dst)) {
+        return ALLOW;
+    }
+    let Some(m) = mapping::lookup::<F>(dst, port, proto) else {
+        return ALLOW;
+    };
+    F::set_user_ip(&sa, m.backend.addr_be);
+    sa.set_port(m.backend.port_be);
+    let key = SockRevKey::new(sa.socket_cookie(), m.backend.addr_be, m.backend.port_be);
+    let orig = SockRevValue {
+        addr_be: dst,
+        port_be: port,
+        pad: 0,
+    };
+    // Best effort: without it only recvmsg/getpeername would show the
+    // container's address.
+    let _ = F::sock_reverse().insert(&key, &orig, 0);
+    stats::count(stat::SOCK_REWRITTEN);
+    ALLOW
+}
+
+/// recvmsg (UDP source) and getpeername: show the address the application
+/// used instead of the container endpoint it was sent to.
+#[inline(always)]
+pub fn restore<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
+    let sa = SockAddr(ctx);
+    let key = SockRevKey::new(sa.socket_cookie(), F::user_ip(&sa), sa.port());
+    // SAFETY: plain integers copied out at once.
+    if let Some(orig) = unsafe { F::sock_reverse().get(&key) } {
+        F::set_user_ip(&sa, orig.addr_be);
+        sa.set_port(orig.port_be);
+    }
+    ALLOW
+}
+
+/// bind: a host process may not bind a published port (it would be
+/// shadowed by the mapping). Containers and other namespaces are not affected.
+#[inline(always)]
+pub fn bind<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
+    let sa = SockAddr(ctx);
+    let Some(proto) = sa.protocol() else {
+        return ALLOW;
+    };
+    let port = sa.port();
+    if port == 0 || !sa.in_host_netns() {
+        return ALLOW;
+    }
+    let ip = F::user_ip(&sa);
+    let taken = if ip == F::Addr::default() {
+        let key = PortKey {
+            port_be: port,
+            proto,
+            af: <F::Addr as portfwd_common::Addr>::AF,
+        };
+        // SAFETY: presence check only.
+        unsafe { PORTS.get(&key) }.is_some()
+    } else {
+        let mut key = MapKey::new(F::Addr::default(), port, proto);
+        // SAFETY: presence checks only.
+        let wildcard = unsafe { F::mappings().get(&key) }.is_some();
+        key.addr_be = ip;
+        // SAFETY: as above.
+        wildcard || unsafe { F::mappings().get(&key) }.is_some()
+    };
+    if taken {
+        stats::count(stat::BIND_REFUSED);
+        DENY
+    } else {
+        ALLOW
+    }
+}
