@@ -10,6 +10,9 @@
 //! - `conntrack`, `mapping`, `nat`, `maps`, `stats`: shared pieces.
 #![no_std]
 #![no_main]
+// aya-ebpf map methods take `impl Borrow<K>`: keys and values are passed by
+// reference so that they are not copied onto the 512-byte stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod conntrack;
 mod family;

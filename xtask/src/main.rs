@@ -1,4 +1,4 @@
-//! portfwd's development tasks: `cargo xtask setup|build|test|demo`.
+//! portfwd's development tasks: `cargo xtask setup|build|lint|test|demo|bench`.
 mod cmd;
 mod demo;
 mod netns;
@@ -34,6 +34,9 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// Setup, then `cargo fmt --check` and clippy (warnings are errors) over
+    /// the host crates and the eBPF crate (for the BPF target).
+    Lint,
     /// Setup, then run the test suite (needs root). Arguments go to `cargo test`.
     Test {
         /// Extra `cargo test` arguments, e.g. `-- --test netns -- --nocapture`.
@@ -76,6 +79,10 @@ fn run_task(task: Task) -> Result<ExitCode> {
             let env = setup::setup()?;
             build(&env, release)?;
         }
+        Task::Lint => {
+            let env = setup::setup()?;
+            lint(&env)?;
+        }
         Task::Test { args } => {
             let env = setup::setup()?;
             let mut test = cargo();
@@ -97,6 +104,37 @@ fn run_task(task: Task) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// rustfmt and clippy over every crate; the eBPF crate is checked for its
+/// own target, the way aya-build compiles it.
+fn lint(env: &BuildEnv) -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    eprintln!("xtask: {}", cmd::show(&fmt));
+    run(&mut fmt)?;
+    let mut host = cargo();
+    host.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    env.apply(&mut host);
+    eprintln!("xtask: {}", cmd::show(&host));
+    run(&mut host)?;
+    let mut ebpf = std::process::Command::new("cargo");
+    ebpf.arg(format!("+{}", env.toolchain))
+        .current_dir(workspace_root().join(NOT_FOR_HOST_TESTS))
+        .args([
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--target-dir",
+        ])
+        .arg(target_dir().join("ebpf-lint"))
+        .args(["--", "-D", "warnings"]);
+    env.apply(&mut ebpf);
+    eprintln!("xtask: {}", cmd::show(&ebpf));
+    run(&mut ebpf)
 }
 
 /// `cargo build -p portfwd`; returns the path of the binary.
