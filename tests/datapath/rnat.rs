@@ -1,0 +1,164 @@
+//! Reverse NAT: the containers' replies.
+use std::net::Ipv4Addr;
+
+use portfwd_common::{CT_DIR_REPLY, CT_F_ACK, CT_F_SYN, CT_LIFETIME_TCP_NS, PROTO_TCP};
+
+use crate::{harness::*, packet::*};
+
+#[test]
+fn the_reply_finds_the_entry_the_syn_created() {
+    let Some(mut dp) = standard("the_reply_finds_the_entry_the_syn_created") else {
+        return;
+    };
+    let client = ep(CLIENT, 40_001);
+    let host = ep(HOST2, 8080);
+    let container = ep(CONTAINER, 80);
+    assert_eq!(
+        dp.ext(&tcp(client, host, TCP_SYN)).verdict,
+        TC_ACT_REDIRECT,
+        "the SYN must be DNATed"
+    );
+
+    // The container's SYN-ACK, on the tuple the reply entry is keyed by.
+    let entries = dp.ct_entries();
+    let (rkey, _) = entries
+        .iter()
+        .find(|(_, e)| e.dir == CT_DIR_REPLY)
+        .expect("the SYN created no reply entry");
+    assert_eq!(
+        *rkey,
+        ct_key(container, client, PROTO_TCP),
+        "the reply entry's key is container -> client"
+    );
+    let from = ep(
+        Ipv4Addr::from(rkey.saddr_be.to_ne_bytes()),
+        u16::from_be(rkey.sport_be),
+    );
+    let to = ep(
+        Ipv4Addr::from(rkey.daddr_be.to_ne_bytes()),
+        u16::from_be(rkey.dport_be),
+    );
+    let syn_ack = tcp(from, to, TCP_SYN | TCP_ACK);
+    assert!(
+        l4_csum_ok(&syn_ack) && ip_csum_ok(&syn_ack),
+        "test bug: the SYN-ACK's checksums"
+    );
+
+    let run = dp.br(&syn_ack);
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "the container's reply must be redirected to the client's interface"
+    );
+    assert_eq!(
+        src_of(&run.out),
+        host,
+        "the reply's source must be the host address and port the client used"
+    );
+    assert_eq!(
+        dst_of(&run.out),
+        client,
+        "the reply's destination must be left alone"
+    );
+    assert_translated(
+        "reverse-NATed SYN-ACK",
+        &run.out,
+        &tcp(host, client, TCP_SYN | TCP_ACK),
+    );
+    assert_eq!(dp.counter("reverse_nat"), 1, "counter reverse_nat");
+
+    let rep = dp.ct(rkey).expect("the reply entry vanished");
+    assert_eq!(rep.packets, 1, "reply entry: the SYN-ACK is counted");
+    assert_eq!(
+        rep.bytes,
+        ip_total_len(&syn_ack) as u64,
+        "reply entry: bytes"
+    );
+    assert_eq!(rep.flags, CT_F_SYN | CT_F_ACK, "reply entry: flags seen");
+    assert!(
+        rep.expires_ns >= rep.created_ns + CT_LIFETIME_TCP_NS,
+        "reply entry: an ACK must extend the lifetime to the established one"
+    );
+
+    // The client's ACK follows the existing forward entry.
+    let ack = tcp(client, host, TCP_ACK);
+    let run = dp.ext(&ack);
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "the client's ACK must be DNATed"
+    );
+    assert_translated("DNATed ACK", &run.out, &tcp(client, container, TCP_ACK));
+    assert_eq!(
+        dp.counter("ct_new"),
+        1,
+        "the ACK must reuse the flow's entries, not create new ones"
+    );
+    assert_eq!(dp.counter("dnat"), 2, "counter dnat");
+    assert_eq!(
+        dp.ct_entries().len(),
+        2,
+        "still exactly two conntrack entries"
+    );
+    let fwd = dp
+        .ct(&ct_key(client, host, PROTO_TCP))
+        .expect("the forward entry vanished");
+    assert_eq!(fwd.packets, 2, "forward entry: SYN and ACK counted");
+    assert_eq!(fwd.flags, CT_F_SYN | CT_F_ACK, "forward entry: flags seen");
+    assert!(
+        fwd.expires_ns >= fwd.created_ns + CT_LIFETIME_TCP_NS,
+        "forward entry: an ACK must extend the lifetime to the established one"
+    );
+
+    // Data from the container is reverse-NATed too.
+    let data = tcp_with(
+        &Ip::new(CONTAINER, CLIENT, PROTO_TCP),
+        80,
+        client.port(),
+        TCP_PSH | TCP_ACK,
+        b"HTTP/1.0 200 OK\r\n\r\n",
+    );
+    let run = dp.br(&data);
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "reply data must be reverse-NATed"
+    );
+    let want = tcp_with(
+        &Ip::new(HOST2, CLIENT, PROTO_TCP),
+        8080,
+        client.port(),
+        TCP_PSH | TCP_ACK,
+        b"HTTP/1.0 200 OK\r\n\r\n",
+    );
+    assert_translated("reverse-NATed reply data", &run.out, &want);
+    assert_eq!(dp.counter("reverse_nat"), 2, "counter reverse_nat");
+
+    // On the bridge, only reply tuples are translated: the client's own
+    // tuple (the forward entry's key) and a stranger are left alone.
+    let fwd_tuple = tcp(client, host, TCP_ACK);
+    assert_untouched(
+        "the forward tuple arriving on the bridge",
+        &dp.br(&fwd_tuple),
+        &fwd_tuple,
+    );
+    let stranger = tcp(
+        ep(CONTAINER, 80),
+        ep(OTHER_CLIENT, 40_001),
+        TCP_SYN | TCP_ACK,
+    );
+    assert_untouched(
+        "a container packet of no known flow",
+        &dp.br(&stranger),
+        &stranger,
+    );
+    // And on the external side a reply tuple is not a forward flow.
+    let reply_tuple = tcp(container, client, TCP_ACK);
+    assert_untouched(
+        "the reply tuple arriving from outside",
+        &dp.ext(&reply_tuple),
+        &reply_tuple,
+    );
+    assert_eq!(
+        dp.counter("reverse_nat"),
+        2,
+        "counter reverse_nat after the non-matching packets"
+    );
+}
