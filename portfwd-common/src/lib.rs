@@ -13,6 +13,7 @@
 
 pub mod addr;
 pub mod conntrack;
+pub mod frag;
 pub mod mapping;
 pub mod maps;
 pub mod sock;
@@ -20,6 +21,7 @@ pub mod stat;
 
 pub use addr::{Addr, AF_INET, AF_INET6, V4, V6};
 pub use conntrack::*;
+pub use frag::*;
 pub use mapping::*;
 pub use maps::*;
 pub use sock::*;
@@ -80,4 +82,10 @@ mod user {
     unsafe impl<A: Addr> aya::Pod for crate::SockRevKey<A> {}
     // SAFETY: as above.
     unsafe impl<A: Addr> aya::Pod for crate::SockRevValue<A> {}
+    // SAFETY: as above.
+    unsafe impl<A: Addr> aya::Pod for crate::FragKey<A> {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::FragEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::FragQueued {}
 }

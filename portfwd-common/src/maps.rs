@@ -4,7 +4,8 @@
 use core::mem::size_of;
 
 use crate::{
-    addr::V4, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, SockRevKey, SockRevValue,
+    addr::V4, Backend, CtEntry, CtKey, FragEntry, FragKey, FragQueued, MapKey, MapStats, PortKey,
+    SockRevKey, SockRevValue,
 };
 
 pub const MAPPINGS_MAX: u32 = 65_536;
@@ -12,6 +13,10 @@ pub const CONNTRACK_MAX: u32 = 131_072;
 pub const LOCAL_ADDRS_MAX: u32 = 1_024;
 pub const STATS_MAX: u32 = 256;
 pub const SOCK_REVERSE_MAX: u32 = 65_536;
+/// Datagrams whose fragments are being tracked at once.
+pub const FRAG_MAX: u32 = 8_192;
+/// Early fragments waiting for their first one, over all datagrams.
+pub const FRAG_QUEUE_MAX: u32 = 512;
 
 /// Bump when a map's meaning changes without its sizes changing; pinned
 /// state written under another version is refused (see `pf_meta`).
@@ -29,6 +34,10 @@ pub const MAP_MAPPING_STATS4: &str = "pf_mstats4";
 pub const MAP_SOCK_REVERSE4: &str = "pf_sockrev4";
 pub const MAP_STATS: &str = "pf_stats";
 pub const MAP_PORTS: &str = "pf_ports";
+pub const MAP_FRAG4: &str = "pf_frag4";
+pub const MAP_FRAG_QUEUE4: &str = "pf_fragq4";
+/// Per-CPU token bucket for the ICMP errors portfwd itself sends.
+pub const MAP_ICMP_RATE: &str = "pf_icmprl";
 
 /// One map of the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +87,34 @@ pub const MAPS: &[MapSpec] = &[
     ),
     spec(MAP_STATS, 4, 8, STATS_MAX),
     spec(MAP_PORTS, size_of::<PortKey>(), 4, MAPPINGS_MAX),
+    spec(
+        MAP_FRAG4,
+        size_of::<FragKey<V4>>(),
+        size_of::<FragEntry>(),
+        FRAG_MAX,
+    ),
+    spec(
+        MAP_FRAG_QUEUE4,
+        size_of::<FragKey<V4>>(),
+        size_of::<FragQueued>(),
+        FRAG_QUEUE_MAX,
+    ),
+    spec(MAP_ICMP_RATE, 4, size_of::<IcmpRate>(), 1),
 ];
+
+/// Value of `pf_icmprl` (per-CPU): tokens left and when they were counted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpRate {
+    pub last_ns: u64,
+    pub tokens: u64,
+}
+/// ICMP errors portfwd sends, per CPU: a burst of this many, refilled at
+/// `ICMP_RATE_PER_SEC`.
+pub const ICMP_RATE_BURST: u64 = 50;
+pub const ICMP_RATE_PER_SEC: u64 = 1_000;
+
+crate::assert_layout!(IcmpRate = u64, u64; 16);
 
 /// The entry of `MAPS` named `name`.
 pub fn find(name: &str) -> Option<&'static MapSpec> {

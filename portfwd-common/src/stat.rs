@@ -40,6 +40,31 @@ counters! {
     HAIRPIN = 10, "hairpin";
     /// A hairpin flow took another source port: the client's own was in use.
     HAIRPIN_PORT_MOVED = 11, "hairpin_port_moved";
+    /// A reply matched a portfwd entry but belongs to another path (its
+    /// SYN-ACK answers a SYN portfwd never forwarded): the entries were
+    /// dropped and the packet left to the kernel.
+    CT_FOREIGN = 12, "ct_foreign";
+    /// A new connection reused the tuple of a flow portfwd still tracked.
+    CT_REPLACED = 13, "ct_replaced";
+    /// A flow's packet found its entry but not the other direction's (the
+    /// LRU evicted it under pressure).
+    CT_SIBLING_LOST = 14, "ct_sibling_lost";
+    /// ICMP errors about portfwd flows, translated toward the container.
+    ICMP_TO_CONTAINER = 15, "icmp_to_container";
+    /// ICMP errors from a container, translated toward the client.
+    ICMP_TO_CLIENT = 16, "icmp_to_client";
+    /// "Fragmentation needed" / "packet too big" sent by portfwd.
+    ICMP_FRAG_NEEDED_SENT = 17, "icmp_frag_needed_sent";
+    /// One sent was not: the rate limit was reached (the packet is dropped).
+    ICMP_RATE_LIMITED = 18, "icmp_rate_limited";
+    /// Fragments of portfwd datagrams forwarded (first and later ones).
+    FRAGMENT_FORWARDED = 19, "fragment_forwarded";
+    /// Fragments that came before their first one and wait for it.
+    FRAGMENT_QUEUED = 20, "fragment_queued";
+    /// Waiting fragments sent through the program again once their first came.
+    FRAGMENT_REPLAYED = 21, "fragment_replayed";
+    /// Packets too big for the egress device, without DF, cut into fragments.
+    FRAGMENTED = 22, "fragmented";
 
     DROP_CSUM_L3 = 130, "drop_csum_l3";
     DROP_CSUM_L4 = 131, "drop_csum_l4";
@@ -48,6 +73,13 @@ counters! {
     DROP_REDIRECT = 134, "drop_redirect";
     /// No free source port for a hairpin flow.
     DROP_NO_PORT = 135, "drop_no_port";
+    /// An ICMP error about a portfwd flow whose checksum does not verify.
+    DROP_ICMP_CSUM = 136, "drop_icmp_csum";
+    /// A fragment that could not be tracked or queued.
+    DROP_FRAG = 137, "drop_frag";
+    /// A packet too big for the egress device that could be neither
+    /// answered (rate limit) nor fragmented.
+    DROP_TOO_BIG = 138, "drop_too_big";
 }
 
 /// True for drop reasons (as opposed to events).
