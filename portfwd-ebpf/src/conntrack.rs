@@ -58,19 +58,30 @@ pub fn lookup<F: Family>(key: &CtKey<F::Addr>, now: u64) -> Option<CtRef<F::Addr
     Some(entry)
 }
 
+/// What a new flow's entries are made of, beside its first packet.
+pub struct NewFlow<A> {
+    /// The container endpoint.
+    pub backend: Backend<A>,
+    /// The flow came in through the wildcard mapping.
+    pub wildcard: bool,
+    /// The interface the client's packets arrive on.
+    pub client_ifindex: u32,
+    /// For a hairpin flow, the source (address, port) its packets get.
+    pub snat: Option<(A, u16)>,
+}
+
 /// Creates (or overwrites) both entries of a flow whose forward packet is
-/// `flow`, arriving on `client_ifindex` and going to `backend` (through the
-/// wildcard mapping if `wildcard`). A hairpin flow also has its source
-/// rewritten to `snat` (address, port).
+/// `flow` (see `NewFlow`).
 #[inline(always)]
 pub fn create<F: Family>(
     flow: &Flow<F::Addr>,
-    backend: &Backend<F::Addr>,
-    wildcard: bool,
-    client_ifindex: u32,
-    snat: Option<(F::Addr, u16)>,
+    new: &NewFlow<F::Addr>,
     now: u64,
 ) -> Result<(), Drop> {
+    let backend = &new.backend;
+    let snat = new.snat;
+    let wildcard = new.wildcard;
+    let client_ifindex = new.client_ifindex;
     let flags = tcp_flags(flow);
     let lifetime = lifetime_for(flow.is_tcp(), flags);
     let mflags = if wildcard { CT_M_WILDCARD } else { 0 };
@@ -82,21 +93,6 @@ pub fn create<F: Family>(
         Some(s) => (s, client),
         None => (none, none),
     };
-    let forward = CtEntry {
-        expires_ns: now + lifetime,
-        created_ns: now,
-        packets: 1,
-        bytes: flow.l3_len as u64,
-        nat_addr_be: backend.addr_be,
-        peer_addr_be: fwd_peer.0,
-        ifindex: backend.bridge_ifindex,
-        nat_port_be: backend.port_be,
-        peer_port_be: fwd_peer.1,
-        dir: CT_DIR_FORWARD,
-        flags,
-        mflags,
-        pad: [0; 5],
-    };
     let reply_key = CtKey::new(
         backend.addr_be,
         reply_to.0,
@@ -104,7 +100,15 @@ pub fn create<F: Family>(
         reply_to.1,
         flow.proto,
     );
-    let reply = CtEntry {
+    // One entry, built in per-CPU scratch memory rather than on the stack:
+    // filled for the reply direction, then changed into the forward one.
+    let entry = F::ct_scratch()
+        .get_ptr_mut(0)
+        .ok_or(Drop(stat::DROP_CT_CREATE))?;
+    // SAFETY: a per-CPU array value from a successful lookup: valid for the
+    // program run and used only by this CPU.
+    let entry = unsafe { &mut *entry };
+    *entry = CtEntry {
         expires_ns: now + lifetime,
         created_ns: now,
         packets: 0,
@@ -125,23 +129,47 @@ pub fn create<F: Family>(
         // The port was free when chosen; another CPU may have taken it since.
         // BPF_NOEXIST settles that race; an entry that exists but is dead or
         // is this client's own earlier flow may be overwritten.
-        if ct.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
+        if ct.insert(&reply_key, &*entry, BPF_NOEXIST as u64).is_err() {
             if let Some(e) = lookup::<F>(&reply_key, now) {
                 if !e.get().is_reply_to(client.0, client.1) {
                     return Err(Drop(stat::DROP_NO_PORT));
                 }
             }
-            ct.insert(&reply_key, &reply, 0)
+            ct.insert(&reply_key, &*entry, 0)
                 .map_err(|_| Drop(stat::DROP_CT_CREATE))?;
         }
     } else {
-        ct.insert(&reply_key, &reply, 0)
+        ct.insert(&reply_key, &*entry, 0)
             .map_err(|_| Drop(stat::DROP_CT_CREATE))?;
     }
-    ct.insert(&flow.key(), &forward, 0)
+    entry.packets = 1;
+    entry.bytes = flow.l3_len as u64;
+    entry.nat_addr_be = backend.addr_be;
+    entry.peer_addr_be = fwd_peer.0;
+    entry.ifindex = backend.bridge_ifindex;
+    entry.nat_port_be = backend.port_be;
+    entry.peer_port_be = fwd_peer.1;
+    entry.dir = CT_DIR_FORWARD;
+    entry.flags = flags;
+    ct.insert(&flow.key(), &*entry, 0)
         .map_err(|_| Drop(stat::DROP_CT_CREATE))?;
     stats::count(stat::CT_NEW);
     Ok(())
+}
+
+/// Forgets both entries of the flow that `entry` (stored at `key`) is one of.
+#[inline(always)]
+pub fn remove<F: Family>(key: &CtKey<F::Addr>, entry: &CtEntry<F::Addr>) {
+    let _ = F::conntrack().remove(&entry.sibling_key(key));
+    let _ = F::conntrack().remove(key);
+}
+
+/// Counts a later fragment (no L4 header, no flags) of the flow on `entry`.
+#[inline(always)]
+pub fn account_fragment<A: Addr>(entry: &mut CtRef<A>, l3_len: u16) {
+    let e = entry.get_mut();
+    e.packets += 1;
+    e.bytes += l3_len as u64;
 }
 
 /// Counts `flow`'s packet on `entry` (stored at `key`) and extends its life
@@ -175,6 +203,9 @@ pub fn account<F: Family>(
     if seen & (CT_F_RST | CT_F_FIN) != 0 {
         let skey = e.sibling_key(key);
         let sibling = F::conntrack().get_ptr_mut(&skey).map(CtRef);
+        if sibling.is_none() {
+            stats::count(stat::CT_SIBLING_LOST);
+        }
         let sibling_fin = sibling
             .as_ref()
             .is_some_and(|s| s.get().flags & CT_F_FIN != 0);

@@ -15,6 +15,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 mod conntrack;
+mod csum;
 mod family;
 mod hooks;
 mod mapping;

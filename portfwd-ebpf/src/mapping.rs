@@ -5,6 +5,7 @@ use crate::family::Family;
 
 /// A matched mapping: the endpoint, and whether the match was the wildcard
 /// (with the host port and protocol, that names the mapping's counters).
+#[derive(Clone, Copy, Default)]
 pub struct Matched<A> {
     pub backend: Backend<A>,
     pub wildcard: bool,

@@ -1,6 +1,7 @@
-//! The maps, declared once. Layouts, names and sizes live in
-//! `portfwd-common` (`maps::MAPS`); the names here must match that table,
-//! which the datapath tests check against the built object.
+//! The maps the shared pieces use, declared once (a leaf transform's own
+//! maps live with it: `xlate::frag`, `xlate::icmp`). Layouts, names and
+//! sizes live in `portfwd-common` (`maps::MAPS`, the pinned ones); the
+//! datapath tests check the built object against that table.
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -31,6 +32,10 @@ pub static MAPPING_STATS4: PerCpuHashMap<MapKey<V4>, MapStats> =
 #[map(name = "pf_ct4")]
 pub static CONNTRACK4: LruHashMap<CtKey<V4>, CtEntry<V4>> =
     LruHashMap::with_max_entries(CONNTRACK_MAX, 0);
+
+/// Where a new flow's entries are built (off the 512-byte stack).
+#[map(name = "pf_ctnew4")]
+pub static CT_SCRATCH4: PerCpuArray<CtEntry<V4>> = PerCpuArray::with_max_entries(1, 0);
 
 /// The host's own IPv4 addresses (key: address, value: ifindex). A wildcard
 /// mapping applies only to packets addressed to one of these.

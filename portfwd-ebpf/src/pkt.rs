@@ -8,25 +8,43 @@
 //! CHECKSUM_COMPLETE packets; those helpers may move packet data, so no
 //! pointer is kept across a call (each access re-derives its own).
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, BPF_F_CURRENT_NETNS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_check_mtu_flags::BPF_MTU_CHK_SEGS},
+    bindings::{
+        bpf_fib_lookup, bpf_sock_tuple, BPF_F_CURRENT_NETNS, BPF_F_INGRESS, BPF_F_RECOMPUTE_CSUM,
+        TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_STOLEN,
+    },
     helpers::{
-        bpf_redirect, bpf_redirect_neigh, bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_pull_data,
-        bpf_skc_lookup_tcp,
+        bpf_check_mtu, bpf_clone_redirect, bpf_csum_diff, bpf_redirect, bpf_redirect_neigh,
+        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_adjust_room, bpf_skb_change_tail,
+        bpf_skb_load_bytes, bpf_skb_pull_data, bpf_skb_store_bytes, bpf_skc_lookup_tcp,
     },
     programs::TcContext,
     EbpfContext as _,
 };
 use portfwd_common::stat;
 
+use crate::csum::Sum;
+
 /// A drop reason (a `portfwd_common::stat` code). Every dropped packet has one.
 #[derive(Clone, Copy)]
 pub struct Drop(pub u32);
 
 /// What the program does with the packet, apart from dropping it.
+///
+/// 32 bits wide like `Drop`, so that both variants of an `Outcome` fill all
+/// of it: an `Outcome` returned from a BPF subprogram travels packed in one
+/// register, and LLVM fills the bytes a variant leaves unset from whatever
+/// register is at hand, a pointer included, which the verifier refuses.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum Verdict {
     /// Hand it on unchanged (or changed in place) to the kernel.
     Pass,
+    /// The program consumed it (a copy was kept or sent on).
+    Stolen,
+    /// Not final: the orchestrator left a step for the entry point's frame
+    /// (`hooks::settle`); never returned to the kernel.
+    Pending,
     /// A redirect helper succeeded: the kernel sends it where we said.
     Redirect,
 }
@@ -38,6 +56,7 @@ pub trait Packet {
     const PASS: i32;
     const DROP: i32;
     const REDIRECT: i32;
+    const STOLEN: i32;
 
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
@@ -55,9 +74,51 @@ pub trait Packet {
     /// mangled-0, IPv6).
     fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Drop>;
 
+    /// Cuts or grows the packet to `len` bytes (Ethernet header included).
+    fn resize(&self, len: u32) -> Result<(), Drop>;
+    /// Inserts `len` zero bytes between the L2 and L3 headers.
+    fn grow_l3(&self, len: u32) -> Result<(), Drop>;
+    /// Copies `bytes` into the packet at `off`, keeping the packet's own
+    /// checksum state (skb->csum) right.
+    fn store_bytes<const N: usize>(&self, off: usize, bytes: &[u8; N]) -> Result<(), Drop>;
+
+    /// Copies `len` (at most N) bytes of the packet from `off` into `dst`.
+    fn load_into<const N: usize>(
+        &self,
+        off: usize,
+        dst: &mut [u8; N],
+        len: usize,
+    ) -> Result<(), Drop>;
+    /// Copies the first `len` (at most N) bytes of `src` into the packet at
+    /// `off`, keeping the packet's own checksum state right.
+    fn store_from<const N: usize>(&self, off: usize, src: &[u8; N], len: usize)
+        -> Result<(), Drop>;
+    /// Copies `len` bytes of `src` from `src_off` (each at most N / 2) into
+    /// the packet at `off`, keeping the packet's own checksum state right.
+    fn store_from_at<const N: usize>(
+        &self,
+        off: usize,
+        src: &[u8; N],
+        src_off: usize,
+        len: usize,
+    ) -> Result<(), Drop>;
+    /// Sends a copy of the packet, as it is now, into the ingress of `ifindex`.
+    fn clone_to_ingress(&self, ifindex: u32) -> Result<(), Drop>;
+    /// Sends a copy of the packet, as it is now, out of `ifindex`.
+    fn clone_to(&self, ifindex: u32) -> Result<(), Drop>;
+    /// True for a GSO packet (several segments the stack cuts later).
+    fn is_gso(&self) -> bool;
+    /// The kernel's route and neighbour lookup (bpf_fib_lookup); true on
+    /// success, `params` then holding the L2 addresses.
+    fn fib_lookup(&self, params: &mut bpf_fib_lookup, flags: u32) -> bool;
+
     /// True if a socket of this network namespace matches `tuple` (of
     /// `size` bytes: the IPv4 or IPv6 member).
     fn has_socket(&self, tcp: bool, tuple: &mut bpf_sock_tuple, size: u32) -> bool;
+
+    /// The MTU of `ifindex` if the packet (or, for a GSO packet, one of
+    /// its segments) is too big for it; None if it fits or cannot be told.
+    fn too_big_for(&self, ifindex: u32) -> Option<u32>;
 
     /// Sends the packet out of `ifindex`, the kernel filling in the L2
     /// addresses from its neighbour table.
@@ -66,10 +127,23 @@ pub trait Packet {
     fn redirect(&self, ifindex: u32) -> Outcome;
 
     /// A pointer to a `T` at `off`, if the packet holds all of it.
+    ///
+    /// Verifier trap: for a one-byte `T` LLVM folds `start + off + 1 > end`
+    /// into `start + off >= end`, and the verifier learns nothing from that
+    /// form when `off` is variable; read such bytes with a neighbour.
     #[inline(always)]
     fn ptr<T>(&self, off: usize) -> Option<*mut T> {
         let start = self.data();
         let end = self.data_end();
+        // The bound tells the verifier, which loses the bounds of an offset
+        // that went through memory (a parsed field) and refuses packet
+        // arithmetic with an unbounded one; it must stay below 64 KiB with
+        // the access added for the verifier to learn a range from the check
+        // below. LLVM drops the bound where it can prove it, and then so can
+        // the verifier.
+        if off > MAX_OFF {
+            return None;
+        }
         if start + off + core::mem::size_of::<T>() > end {
             return None;
         }
@@ -109,6 +183,7 @@ impl Packet for TcPacket<'_> {
     const PASS: i32 = TC_ACT_OK;
     const DROP: i32 = TC_ACT_SHOT;
     const REDIRECT: i32 = TC_ACT_REDIRECT;
+    const STOLEN: i32 = TC_ACT_STOLEN;
 
     #[inline(always)]
     fn data(&self) -> usize {
@@ -158,6 +233,175 @@ impl Packet for TcPacket<'_> {
     }
 
     #[inline(always)]
+    fn resize(&self, len: u32) -> Result<(), Drop> {
+        // SAFETY: the helper takes the program's own context.
+        match unsafe { bpf_skb_change_tail(self.skb(), len, 0) } {
+            0 => Ok(()),
+            _ => Err(Drop(stat::DROP_STORE)),
+        }
+    }
+
+    #[inline(always)]
+    fn grow_l3(&self, len: u32) -> Result<(), Drop> {
+        // SAFETY: the helper takes the program's own context.
+        let ret = unsafe { bpf_skb_adjust_room(self.skb(), len as i32, BPF_ADJ_ROOM_MAC, 0) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Drop(stat::DROP_STORE))
+        }
+    }
+
+    #[inline(always)]
+    fn store_bytes<const N: usize>(&self, off: usize, bytes: &[u8; N]) -> Result<(), Drop> {
+        // SAFETY: `bytes` is N readable bytes for the call; the helper
+        // checks the packet's bounds itself.
+        let ret = unsafe {
+            bpf_skb_store_bytes(
+                self.skb(),
+                off as u32,
+                bytes.as_ptr() as *const _,
+                N as u32,
+                BPF_F_RECOMPUTE_CSUM as u64,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Drop(stat::DROP_STORE))
+        }
+    }
+
+    #[inline(always)]
+    fn load_into<const N: usize>(
+        &self,
+        off: usize,
+        dst: &mut [u8; N],
+        len: usize,
+    ) -> Result<(), Drop> {
+        let len = opaque(len);
+        if len == 0 || len > N {
+            return Err(Drop(stat::DROP_STORE));
+        }
+        // SAFETY: `dst` has room for `len` <= N bytes; the helper checks the
+        // packet's bounds itself.
+        let ret = unsafe {
+            bpf_skb_load_bytes(
+                self.skb() as *const _,
+                off as u32,
+                dst.as_mut_ptr() as *mut _,
+                len as u32,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Drop(stat::DROP_STORE))
+        }
+    }
+
+    #[inline(always)]
+    fn store_from<const N: usize>(
+        &self,
+        off: usize,
+        src: &[u8; N],
+        len: usize,
+    ) -> Result<(), Drop> {
+        let len = opaque(len);
+        if len == 0 || len > N {
+            return Err(Drop(stat::DROP_STORE));
+        }
+        // SAFETY: `src` holds `len` <= N readable bytes; the helper checks
+        // the packet's bounds itself.
+        let ret = unsafe {
+            bpf_skb_store_bytes(
+                self.skb(),
+                off as u32,
+                src.as_ptr() as *const _,
+                len as u32,
+                BPF_F_RECOMPUTE_CSUM as u64,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Drop(stat::DROP_STORE))
+        }
+    }
+
+    #[inline(always)]
+    fn store_from_at<const N: usize>(
+        &self,
+        off: usize,
+        src: &[u8; N],
+        src_off: usize,
+        len: usize,
+    ) -> Result<(), Drop> {
+        let src_off = opaque(src_off);
+        let len = opaque(len);
+        // Each at most half of N: the verifier bounds the two apart and
+        // cannot relate them, so their sum must fit by their bounds alone.
+        if len == 0 || len > N / 2 || src_off > N / 2 {
+            return Err(Drop(stat::DROP_STORE));
+        }
+        // SAFETY: `src[src_off..src_off + len]` is within the array (checked
+        // above); the helper checks the packet's bounds itself.
+        let ret = unsafe {
+            bpf_skb_store_bytes(
+                self.skb(),
+                off as u32,
+                src.as_ptr().add(src_off) as *const _,
+                len as u32,
+                BPF_F_RECOMPUTE_CSUM as u64,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Drop(stat::DROP_STORE))
+        }
+    }
+
+    #[inline(always)]
+    fn clone_to(&self, ifindex: u32) -> Result<(), Drop> {
+        // SAFETY: the helper takes the program's own context.
+        match unsafe { bpf_clone_redirect(self.skb(), ifindex, 0) } {
+            0 => Ok(()),
+            _ => Err(Drop(stat::DROP_REDIRECT)),
+        }
+    }
+
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        // SAFETY: as in `data`.
+        unsafe { core::ptr::addr_of!((*self.skb()).gso_size).read_volatile() != 0 }
+    }
+
+    #[inline(always)]
+    fn fib_lookup(&self, params: &mut bpf_fib_lookup, flags: u32) -> bool {
+        // SAFETY: `params` is a whole bpf_fib_lookup on the caller's stack,
+        // which the helper reads and fills.
+        let ret = unsafe {
+            aya_ebpf::helpers::bpf_fib_lookup(
+                self.0.as_ptr(),
+                params,
+                core::mem::size_of::<bpf_fib_lookup>() as i32,
+                flags,
+            )
+        };
+        ret == 0
+    }
+
+    #[inline(always)]
+    fn clone_to_ingress(&self, ifindex: u32) -> Result<(), Drop> {
+        // SAFETY: the helper takes the program's own context.
+        match unsafe { bpf_clone_redirect(self.skb(), ifindex, BPF_F_INGRESS as u64) } {
+            0 => Ok(()),
+            _ => Err(Drop(stat::DROP_REDIRECT)),
+        }
+    }
+
+    #[inline(always)]
     fn has_socket(&self, tcp: bool, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
         let netns = BPF_F_CURRENT_NETNS as u64;
         // SAFETY: the context is the program's own and `tuple` lives on the
@@ -176,6 +420,25 @@ impl Packet for TcPacket<'_> {
         // be released exactly once.
         unsafe { bpf_sk_release(sk as *mut _) };
         true
+    }
+
+    #[inline(always)]
+    fn too_big_for(&self, ifindex: u32) -> Option<u32> {
+        let mut mtu = 0u32;
+        // SAFETY: the helper takes the program's own context and writes the
+        // device's MTU into `mtu`, on the stack for the call.
+        let ret = unsafe {
+            bpf_check_mtu(
+                self.0.as_ptr(),
+                ifindex,
+                &mut mtu,
+                0,
+                BPF_MTU_CHK_SEGS as u64,
+            )
+        };
+        // 0: fits; > 0: too big (whole, or per segment); < 0: no such
+        // device (under BPF_PROG_TEST_RUN) or bad arguments.
+        (ret > 0).then_some(mtu)
     }
 
     #[inline(always)]
@@ -202,12 +465,73 @@ impl Packet for TcPacket<'_> {
     }
 }
 
+/// The largest offset `Packet::ptr` reaches into a packet (headers and the
+/// fragments kept for replay lie well within it).
+const MAX_OFF: usize = 0x3fff;
+
+const CHUNK: usize = 64;
+
+/// The one's complement sum of `len` (at most MAX) bytes of the packet from
+/// `off`.
+#[inline(always)]
+pub fn sum_range<const MAX: usize, P: Packet>(p: &P, off: usize, len: usize) -> Option<Sum> {
+    if len > MAX {
+        return None;
+    }
+    let mut s = Sum::default();
+    let mut done = 0;
+    for _ in 0..MAX / CHUNK {
+        if done + CHUNK > len {
+            break;
+        }
+        let ptr = p.ptr::<[u8; CHUNK]>(off + done)?;
+        // SAFETY: `ptr` points at CHUNK bytes of packet the program may read
+        // (checked just above); the helper only reads them.
+        let r =
+            unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, ptr as *mut u32, CHUNK as u32, 0) };
+        if r < 0 {
+            return None;
+        }
+        s = s.add32(r as u32);
+        done += CHUNK;
+    }
+    for _ in 0..CHUNK / 2 {
+        if done + 2 > len {
+            break;
+        }
+        s = s.add16(p.read::<u16>(off + done)?);
+        done += 2;
+    }
+    if done < len {
+        // An odd last byte is the first of a word whose second is zero. It
+        // is read with the byte before it (there is one: the stretch starts
+        // after a header), see `Packet::ptr` on one-byte reads.
+        s = s.add16(p.read::<[u8; 2]>(off + done - 1)?[1] as u16);
+    }
+    Some(s)
+}
+
+/// `x`, hidden from the optimiser: a bounds check on the result is kept and
+/// made on the register the verifier then sees used, even where LLVM could
+/// prove it redundant from an earlier check on a copy (which the verifier
+/// does not connect).
+#[inline(always)]
+fn opaque(x: usize) -> usize {
+    // SAFETY: a volatile read of a local.
+    unsafe { core::ptr::read_volatile(&x) }
+}
+
 /// The program's return code for `outcome`, counting the drop reason.
 #[inline(always)]
 pub fn finish<P: Packet>(outcome: Outcome) -> i32 {
     match outcome {
         Ok(Verdict::Pass) => P::PASS,
         Ok(Verdict::Redirect) => P::REDIRECT,
+        Ok(Verdict::Stolen) => P::STOLEN,
+        Ok(Verdict::Pending) => {
+            crate::stats::count(stat::DROP_STORE);
+            P::DROP
+        }
         Err(Drop(reason)) => {
             crate::stats::count(reason);
             P::DROP

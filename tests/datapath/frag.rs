@@ -1,105 +1,358 @@
-//! IP fragments.
-
+//! IP fragments of datagrams to and from published ports: the first one's
+//! ports carry the rest, in order or not.
 use portfwd_common::{PROTO_TCP, PROTO_UDP};
 
-use crate::{harness::*, packet::*};
+use crate::{common, harness::*, packet::*};
+
+/// A datagram of `len` payload bytes, its checksum right, cut in three.
+fn udp_datagram_of(ip: &Ip, sport: u16, dport: u16, len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    udp_with(ip, sport, dport, &payload)
+}
+
+const CUTS: [usize; 2] = [1480, 2960];
+
+/// `out` is `want` byte for byte but for the IPv4 checksum, which verifies.
+fn assert_same_fragment(what: &str, out: &[u8], want: &[u8]) {
+    let clear = |p: &[u8]| {
+        let mut c = p.to_vec();
+        c[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+        c
+    };
+    assert_eq!(
+        clear(out),
+        clear(want),
+        "{what}: not the expected fragment (the datagram rewritten whole, then cut the same way)"
+    );
+    assert!(ip_csum_ok(out), "{what}: the IPv4 checksum does not verify");
+}
 
 #[test]
-fn fragments_pass_unchanged() {
-    let Some(mut dp) = standard("fragments_pass_unchanged") else {
+fn fragments_of_a_published_datagram_follow_the_first() {
+    let Some(mut dp) = standard("fragments_of_a_published_datagram_follow_the_first") else {
         return;
     };
-    let body = tcp_segment(42_000, 8080, TCP_SYN, 1, 0, &[0xab; 24]);
-    // A later fragment whose payload happens to start like a header to 8080.
-    let mut tail = vec![0xa4, 0x10, 0x1f, 0x90];
-    tail.extend_from_slice(&[0xcd; 28]);
-    let udp_body = udp_datagram(42_001, 5353, &[0x11; 64]);
-
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "first TCP fragment (MF, offset 0)",
-            ipv4_frame(&Ip::new(CLIENT, HOST, PROTO_TCP).frag(IP_MF), &body),
-        ),
-        (
-            "middle TCP fragment (MF, offset 5)",
-            ipv4_frame(&Ip::new(CLIENT, HOST, PROTO_TCP).frag(IP_MF | 5), &tail),
-        ),
-        (
-            "last TCP fragment (offset 5)",
-            ipv4_frame(&Ip::new(CLIENT, HOST, PROTO_TCP).frag(5), &tail),
-        ),
-        (
-            "first UDP fragment (MF, offset 0)",
-            ipv4_frame(&Ip::new(CLIENT, HOST, PROTO_UDP).frag(IP_MF), &udp_body),
-        ),
-        (
-            "last UDP fragment (DF, offset 9)",
-            ipv4_frame(&Ip::new(CLIENT, HOST, PROTO_UDP).frag(IP_DF | 9), &tail),
-        ),
-        (
-            "fragment with the largest offset",
-            ipv4_frame(&Ip::new(CLIENT, HOST, PROTO_UDP).frag(0x1fff), &tail),
-        ),
-    ];
-    for (n, (what, pkt)) in cases.iter().enumerate() {
-        let before = dp.counter("fragment_passed");
-        assert_untouched(&format!("pf_ext_in, {what}"), &dp.ext(pkt), pkt);
+    let ip = Ip::new(CLIENT, HOST, PROTO_UDP).id(0x4242);
+    let whole = udp_datagram_of(&ip, 50_500, 5353, 4000);
+    // The rewritten datagram, its checksum computed over all of it here,
+    // cut the same way.
+    let want_whole = {
+        let mut w = whole.clone();
+        w[ETH_HLEN + 16..ETH_HLEN + 20].copy_from_slice(&DNS_CONTAINER.octets());
+        let l4 = l4_off(&w);
+        w[l4 + 2..l4 + 4].copy_from_slice(&53u16.to_be_bytes());
+        fix_ip_csum(&mut w);
+        fix_l4_csum(&mut w);
+        w
+    };
+    let sent = fragments(&whole, &CUTS);
+    let want = fragments(&want_whole, &CUTS);
+    for (i, (f, w)) in sent.iter().zip(&want).enumerate() {
+        let run = dp.ext(f);
         assert_eq!(
-            dp.counter("fragment_passed"),
-            before + 1,
-            "{what}: counter fragment_passed must count it (case {n})"
+            run.verdict, TC_ACT_REDIRECT,
+            "fragment {i} must go to the bridge"
+        );
+        assert_same_fragment(&format!("fragment {i}"), &run.out, w);
+    }
+    assert_eq!(
+        dp.counter("fragment_forwarded"),
+        3,
+        "counter fragment_forwarded"
+    );
+    assert_eq!(dp.counter("ct_new"), 1, "one flow for the datagram");
+}
+
+#[test]
+fn a_tcp_segment_in_fragments_is_forwarded_whole() {
+    let Some(mut dp) = standard("a_tcp_segment_in_fragments_is_forwarded_whole") else {
+        return;
+    };
+    let ip = Ip::new(CLIENT, HOST, PROTO_TCP).id(0x0777);
+    let whole = tcp_with(&ip, 42_000, 8080, TCP_SYN, &[0xab; 64]);
+    let mut want_whole = tcp_with(&ip, 42_000, 80, TCP_SYN, &[0xab; 64]);
+    want_whole[ETH_HLEN + 16..ETH_HLEN + 20].copy_from_slice(&CONTAINER.octets());
+    fix_ip_csum(&mut want_whole);
+    fix_l4_csum(&mut want_whole);
+    let sent = fragments(&whole, &[40]);
+    let want = fragments(&want_whole, &[40]);
+    for (i, (f, w)) in sent.iter().zip(&want).enumerate() {
+        let run = dp.ext(f);
+        assert_eq!(run.verdict, TC_ACT_REDIRECT, "TCP fragment {i}");
+        assert_same_fragment(&format!("TCP fragment {i}"), &run.out, w);
+    }
+}
+
+#[test]
+fn fragments_of_other_datagrams_are_left_alone() {
+    let Some(mut dp) = standard("fragments_of_other_datagrams_are_left_alone") else {
+        return;
+    };
+    // To a port nothing publishes, in order.
+    let whole = udp_datagram_of(
+        &Ip::new(CLIENT, HOST, PROTO_UDP).id(0x1111),
+        50_600,
+        9999,
+        4000,
+    );
+    for (i, f) in fragments(&whole, &CUTS).iter().enumerate() {
+        assert_untouched(
+            &format!("fragment {i} to an unpublished port"),
+            &dp.ext(f),
+            f,
         );
     }
+    // Through the host to somewhere else: a later one with no first is not
+    // held back either.
+    let routed = udp_datagram_of(
+        &Ip::new(CLIENT, ELSEWHERE, PROTO_UDP).id(0x2222),
+        50_601,
+        5353,
+        4000,
+    );
+    let last = fragments(&routed, &CUTS).pop().expect("three fragments");
+    assert_untouched("a routed datagram's last fragment", &dp.ext(&last), &last);
     assert!(
         dp.ct_entries().is_empty(),
-        "fragments created conntrack entries: {:?}",
-        dp.ct_entries()
+        "no flow for datagrams portfwd does not serve"
     );
-    assert_eq!(dp.counter("dnat"), 0, "counter dnat after fragments");
-    assert_eq!(dp.counter("ct_new"), 0, "counter ct_new after fragments");
+    assert_eq!(dp.counter("fragment_queued"), 0, "nothing waits");
+}
 
-    // DF alone is not a fragment.
-    let before = dp.counter("fragment_passed");
-    let client = ep(CLIENT, 42_002);
+#[test]
+fn a_containers_reply_in_fragments_follows_its_first() {
+    let Some(mut dp) = standard("a_containers_reply_in_fragments_follows_its_first") else {
+        return;
+    };
+    let client = ep(CLIENT, 50_700);
+    assert_eq!(
+        dp.ext(&udp(client, ep(HOST, 5353), b"q")).verdict,
+        TC_ACT_REDIRECT,
+        "the query"
+    );
+    let ip = Ip::new(DNS_CONTAINER, CLIENT, PROTO_UDP).id(0x3333);
+    let whole = udp_datagram_of(&ip, 53, client.port(), 3500);
+    let want_whole = {
+        let mut w = whole.clone();
+        w[ETH_HLEN + 12..ETH_HLEN + 16].copy_from_slice(&HOST.octets());
+        let l4 = l4_off(&w);
+        w[l4..l4 + 2].copy_from_slice(&5353u16.to_be_bytes());
+        fix_ip_csum(&mut w);
+        fix_l4_csum(&mut w);
+        w
+    };
+    let sent = fragments(&whole, &CUTS);
+    let want = fragments(&want_whole, &CUTS);
+    for (i, (f, w)) in sent.iter().zip(&want).enumerate() {
+        let run = dp.br(f);
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "reply fragment {i} goes to the client"
+        );
+        assert_same_fragment(&format!("reply fragment {i}"), &run.out, w);
+    }
+}
+
+/// Frames that come into the loopback of the calling thread's namespace.
+struct Capture(std::os::fd::OwnedFd);
+
+impl Capture {
+    fn on_lo() -> Self {
+        const ETH_P_ALL: u16 = 0x0003;
+        // SAFETY: plain socket(2); the descriptor is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+                i32::from(ETH_P_ALL.to_be()),
+            )
+        };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = 1;
+        // SAFETY: `sll` is a sockaddr_ll of the size given.
+        let rc = unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "bind AF_PACKET to lo: {}",
+            std::io::Error::last_os_error()
+        );
+        Self(fd)
+    }
+
+    /// Every incoming IPv4 frame so far (loopback shows each twice, going
+    /// out and coming in; only the incoming copy is kept).
+    fn incoming(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while std::time::Instant::now() < deadline {
+            let mut buf = vec![0u8; 4096];
+            // SAFETY: an all-zero sockaddr_ll is valid for recvfrom to fill.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: `buf` and `from` are writable for the sizes given.
+            let n = unsafe {
+                libc::recvfrom(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                    buf.as_mut_ptr() as *mut _,
+                    buf.len(),
+                    0,
+                    &mut from as *mut _ as *mut libc::sockaddr,
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            buf.truncate(n as usize);
+            if from.sll_pkttype != libc::PACKET_OUTGOING
+                && buf.len() > ETH_HLEN
+                && u16::from_be_bytes([buf[12], buf[13]]) == ETH_P_IP
+            {
+                frames.push(buf);
+            }
+        }
+        frames
+    }
+}
+
+/// Fragments that come before their first one wait for it, then go through
+/// the program again in order: the first, then the waiting ones as they
+/// came. Runs in a namespace of its own, where the replayed frames come into
+/// the loopback and are captured there.
+#[test]
+fn fragments_that_come_before_their_first_wait_for_it() {
+    if datapath("fragments_that_come_before_their_first_wait_for_it").is_none() {
+        return;
+    }
+    let ns = common::Netns::new(format!("pft-{}-dp-frag", std::process::id()));
+    common::in_netns(&ns.name, || {
+        let mut dp =
+            standard("fragments_that_come_before_their_first_wait_for_it").expect("a datapath");
+        let ip = Ip::new(CLIENT, HOST, PROTO_UDP).id(0x5151);
+        let whole = udp_datagram_of(&ip, 50_800, 5353, 4000);
+        let sent = fragments(&whole, &CUTS);
+        let capture = Capture::on_lo();
+
+        for (what, f) in [("last", &sent[2]), ("middle", &sent[1])] {
+            let run = dp.ext(f);
+            assert_eq!(
+                run.verdict, TC_ACT_STOLEN,
+                "the {what} fragment, before the first, waits"
+            );
+        }
+        assert_eq!(dp.counter("fragment_queued"), 2, "counter fragment_queued");
+        let run = dp.ext(&sent[0]);
+        assert_eq!(
+            run.verdict, TC_ACT_STOLEN,
+            "the first fragment goes through the program again with the waiting ones"
+        );
+        assert_eq!(
+            dp.counter("fragment_replayed"),
+            2,
+            "counter fragment_replayed"
+        );
+
+        let replayed = capture.incoming();
+        let l3s: Vec<&[u8]> = replayed.iter().map(|f| l3(f)).collect();
+        assert_eq!(
+            l3s,
+            vec![l3(&sent[0]), l3(&sent[2]), l3(&sent[1])],
+            "the replayed frames: the first fragment, then the waiting ones in the order they came"
+        );
+
+        // Coming back in, they are forwarded like fragments in order.
+        for (i, f) in replayed.iter().enumerate() {
+            assert_eq!(
+                dp.ext(f).verdict,
+                TC_ACT_REDIRECT,
+                "replayed frame {i} is forwarded"
+            );
+        }
+        assert_eq!(
+            dp.counter("fragment_forwarded"),
+            3,
+            "counter fragment_forwarded"
+        );
+    });
+}
+
+#[test]
+fn only_so_many_fragments_wait_for_their_first() {
+    let Some(mut dp) = standard("only_so_many_fragments_wait_for_their_first") else {
+        return;
+    };
+    let ip = Ip::new(CLIENT, HOST, PROTO_UDP).id(0x6161);
+    let whole = udp_datagram_of(&ip, 50_900, 5353, 8 * 200);
+    let cuts: Vec<usize> = (1..8).map(|i| i * 200).collect();
+    let sent = fragments(&whole, &cuts);
+    let slots = portfwd_common::FRAG_QUEUE_SLOTS as usize;
+    for (i, f) in sent[1..].iter().enumerate() {
+        let run = dp.ext(f);
+        if i < slots {
+            assert_eq!(run.verdict, TC_ACT_STOLEN, "early fragment {i} waits");
+        } else {
+            assert_untouched(
+                &format!("early fragment {i}, past the {slots} that wait"),
+                &run,
+                f,
+            );
+        }
+    }
+    assert_eq!(
+        dp.counter("fragment_queued"),
+        slots as u64,
+        "counter fragment_queued"
+    );
+}
+
+/// DF alone is not a fragment, and a fragment of something other than TCP
+/// or UDP is not portfwd's.
+#[test]
+fn df_alone_is_no_fragment() {
+    let Some(mut dp) = standard("df_alone_is_no_fragment") else {
+        return;
+    };
     let syn = tcp_with(
         &Ip::new(CLIENT, HOST, PROTO_TCP).frag(IP_DF),
-        client.port(),
+        42_002,
         8080,
         TCP_SYN,
         b"",
     );
     let run = dp.ext(&syn);
-    assert_eq!(
-        run.verdict, TC_ACT_REDIRECT,
-        "a SYN with DF (not a fragment) must be DNATed"
-    );
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "a SYN with DF must be DNATed");
     let want = tcp_with(
         &Ip::new(CLIENT, CONTAINER, PROTO_TCP).frag(IP_DF),
-        client.port(),
+        42_002,
         80,
         TCP_SYN,
         b"",
     );
     assert_translated("DNATed SYN with DF", &run.out, &want);
     assert_eq!(
-        dp.counter("fragment_passed"),
-        before,
-        "DF alone must not count as a fragment"
+        dp.counter("fragment_forwarded"),
+        0,
+        "DF alone is not a fragment"
     );
 
-    // A fragment of the container's reply on a known flow is not rewritten either.
-    let frag = ipv4_frame(
-        &Ip::new(CONTAINER, CLIENT, PROTO_TCP).frag(IP_MF),
-        &tcp_segment(80, client.port(), TCP_SYN | TCP_ACK, 1, 2, &[0; 16]),
-    );
-    assert_untouched(
-        "pf_br_in, a reply fragment of a known flow",
-        &dp.br(&frag),
-        &frag,
-    );
-    assert_eq!(
-        dp.counter("reverse_nat"),
-        0,
-        "counter reverse_nat after a reply fragment"
-    );
+    let gre = ipv4_frame(&Ip::new(CLIENT, HOST, 47).frag(IP_MF), &[0u8; 32]);
+    assert_untouched("a GRE fragment", &dp.ext(&gre), &gre);
 }

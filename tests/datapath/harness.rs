@@ -13,6 +13,8 @@ use portfwd::{
 use portfwd_common::{CtEntry, CtKey, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS, V4};
 
 pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_STOLEN: u32 = 4;
 pub const TC_ACT_REDIRECT: u32 = 7;
 
 pub const ETH_HLEN: usize = 14;
@@ -115,11 +117,16 @@ impl Datapath {
     }
 
     pub fn publish(&mut self, spec: &str) {
+        self.publish_on(spec, BRIDGE_IFINDEX);
+    }
+
+    /// Publishes `spec` on the bridge `ifindex`.
+    pub fn publish_on(&mut self, spec: &str, ifindex: u32) {
         let spec: Spec = spec.parse().expect("a valid SPEC");
         for m in &spec.mappings {
             self.maps
                 .mappings
-                .insert(m.host.key(), m.backend(BRIDGE_IFINDEX), 0)
+                .insert(m.host.key(), m.backend(ifindex), 0)
                 .expect("inserting into pf_map");
         }
     }
@@ -138,12 +145,23 @@ impl Datapath {
     /// from a frame too short for the network header its ethertype names
     /// (test_run wants a whole IPv4 or IPv6 header), so the program never ran.
     pub fn try_run(&mut self, prog: &str, pkt: &[u8]) -> Option<Run> {
+        self.try_run_on(prog, pkt, 0)
+    }
+
+    /// As `try_run`, the skb on device `ifindex` (0: the loopback), which
+    /// must exist in the calling thread's network namespace.
+    pub fn try_run_on(&mut self, prog: &str, pkt: &[u8], ifindex: u32) -> Option<Run> {
         let mut out = vec![0u8; pkt.len() + 256];
+        // struct __sk_buff: the kernel takes `ifindex` (offset 40) from it
+        // and wants the fields it does not take zeroed.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let res = datapath::classifier(&mut self.ebpf, prog)
             .expect("the classifier is in the object")
             .test_run(TestRunOptions {
                 data_in: Some(pkt),
                 data_out: Some(&mut out),
+                ctx_in: (ifindex != 0).then_some(&ctx[..]),
                 ..Default::default()
             });
         match res {
@@ -161,6 +179,16 @@ impl Datapath {
 
     pub fn run(&mut self, prog: &str, pkt: &[u8]) -> Run {
         self.try_run(prog, pkt).unwrap_or_else(|| {
+            panic!(
+                "BPF_PROG_TEST_RUN of {prog} refused a {}-byte frame",
+                pkt.len()
+            )
+        })
+    }
+
+    /// `run` with the skb on device `ifindex` (see `try_run_on`).
+    pub fn run_on(&mut self, prog: &str, pkt: &[u8], ifindex: u32) -> Run {
+        self.try_run_on(prog, pkt, ifindex).unwrap_or_else(|| {
             panic!(
                 "BPF_PROG_TEST_RUN of {prog} refused a {}-byte frame",
                 pkt.len()

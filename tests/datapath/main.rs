@@ -21,5 +21,8 @@ mod packet;
 
 mod dnat;
 mod frag;
+mod fuzz;
 mod hairpin;
+mod icmp;
+mod mtu;
 mod rnat;

@@ -20,6 +20,8 @@ pub struct Ip {
     pub options: Vec<u8>,
     /// Flags and fragment offset (8-byte units).
     pub frag: u16,
+    /// The identification field.
+    pub id: u16,
 }
 
 impl Ip {
@@ -30,7 +32,13 @@ impl Ip {
             proto,
             options: Vec::new(),
             frag: 0,
+            id: 0x1234,
         }
+    }
+
+    pub fn id(mut self, id: u16) -> Self {
+        self.id = id;
+        self
     }
 
     pub fn options(mut self, options: &[u8]) -> Self {
@@ -62,7 +70,7 @@ pub fn ipv4_frame(ip: &Ip, l4: &[u8]) -> Vec<u8> {
     p.push(0x40 | (ihl / 4) as u8);
     p.push(0); // TOS
     p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&0x1234u16.to_be_bytes()); // identification
+    p.extend_from_slice(&ip.id.to_be_bytes());
     p.extend_from_slice(&ip.frag.to_be_bytes());
     p.push(64); // TTL
     p.push(ip.proto);
@@ -321,6 +329,128 @@ pub fn assert_untouched(what: &str, run: &Run, pkt: &[u8]) {
         run.verdict
     );
     assert_eq!(run.out, pkt, "{what}: the packet was modified");
+}
+
+// ---------------------------------------------------------------------------
+// Fragments and ICMP errors.
+// ---------------------------------------------------------------------------
+
+/// The fragments of the datagram `whole` (a frame with every checksum
+/// right), its L3 payload cut after each of `cuts` bytes (multiples of 8):
+/// each with its own IPv4 header (offset, MF, checksum).
+pub fn fragments(whole: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let hl = ihl(whole);
+    let header = &whole[..ETH_HLEN + hl];
+    let payload = &whole[ETH_HLEN + hl..ETH_HLEN + ip_total_len(whole)];
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(payload.len());
+    bounds
+        .windows(2)
+        .map(|w| {
+            assert!(w[0] % 8 == 0, "fragment offsets are multiples of 8");
+            let last = w[1] == payload.len();
+            let mut f = header.to_vec();
+            f.extend_from_slice(&payload[w[0]..w[1]]);
+            let total = (hl + w[1] - w[0]) as u16;
+            f[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&total.to_be_bytes());
+            let word = (w[0] / 8) as u16 | if last { 0 } else { IP_MF };
+            f[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&word.to_be_bytes());
+            fix_ip_csum(&mut f);
+            f
+        })
+        .collect()
+}
+
+/// An ICMP error from `src` to `dst`: type, code, the 4 bytes after the
+/// checksum, and `quote` (the start of the packet it is about, from its L3
+/// header on); every checksum right.
+pub fn icmp_error(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ty: u8,
+    code: u8,
+    rest: [u8; 4],
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quote);
+    let c = !ones_sum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(&Ip::new(src, dst, PROTO_ICMP), &icmp)
+}
+
+/// The L3 bytes of a frame (what an ICMP error quotes).
+pub fn l3(p: &[u8]) -> &[u8] {
+    &p[ETH_HLEN..ETH_HLEN + ip_total_len(p)]
+}
+
+/// The ICMP message of a frame.
+pub fn icmp_message(p: &[u8]) -> &[u8] {
+    &p[l4_off(p)..ETH_HLEN + ip_total_len(p)]
+}
+
+pub fn icmp_csum_ok(p: &[u8]) -> bool {
+    ones_sum(icmp_message(p), 0) == 0xffff
+}
+
+/// The quoted packet of an ICMP error frame, as a frame of its own (with a
+/// copy of the outer Ethernet header), so the field readers apply.
+pub fn quote_of(p: &[u8]) -> Vec<u8> {
+    let mut q = p[..ETH_HLEN].to_vec();
+    q.extend_from_slice(&icmp_message(p)[8..]);
+    q
+}
+
+/// `out` is the ICMP error `expected` (built from scratch) up to its four
+/// checksums (outer IPv4, ICMP, quoted IPv4, quoted L4), each verified from
+/// scratch here; `quoted_l4_whole` says the quote holds the whole L4 segment,
+/// so that its checksum can be verified too (else it is compared as is).
+pub fn assert_icmp_translated(what: &str, out: &[u8], expected: &[u8], quoted_l4_whole: bool) {
+    assert_eq!(
+        out.len(),
+        expected.len(),
+        "{what}: the packet's length changed"
+    );
+    let mut a = out.to_vec();
+    let mut b = expected.to_vec();
+    for p in [&mut a, &mut b] {
+        p[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+        let icmp = l4_off(p);
+        p[icmp + 2..icmp + 4].copy_from_slice(&[0, 0]);
+        let inner = icmp + 8;
+        p[inner + 10..inner + 12].copy_from_slice(&[0, 0]);
+        if quoted_l4_whole {
+            let q = quote_of(p);
+            let off = l4_csum_off(&q) - ETH_HLEN + inner;
+            p[off..off + 2].copy_from_slice(&[0, 0]);
+        }
+    }
+    assert_eq!(
+        a, b,
+        "{what}: bytes other than the checksums differ from the expected translation\n got: {out:02x?}\nwant: {expected:02x?}"
+    );
+    assert!(
+        ip_csum_ok(out),
+        "{what}: the outer IPv4 checksum does not verify"
+    );
+    assert!(
+        icmp_csum_ok(out),
+        "{what}: the ICMP checksum does not verify"
+    );
+    let q = quote_of(out);
+    assert!(
+        ip_csum_ok(&q),
+        "{what}: the quoted IPv4 checksum does not verify"
+    );
+    if quoted_l4_whole {
+        let udp_none = ip_proto(&q) == PROTO_UDP && l4_csum(&q) == 0;
+        assert!(
+            udp_none || l4_csum_ok(&q),
+            "{what}: the quoted L4 checksum does not verify"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

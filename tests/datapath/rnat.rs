@@ -162,3 +162,105 @@ fn the_reply_finds_the_entry_the_syn_created() {
         "counter reverse_nat after the non-matching packets"
     );
 }
+
+/// A SYN-ACK that answers no SYN portfwd forwarded belongs to another path
+/// to the container (Docker's own DNAT, plain routing) that reuses the tuple
+/// of a flow portfwd still tracks: it is left to the kernel, and the stale
+/// entries go so that the rest of that connection is left alone too.
+#[test]
+fn replies_of_flows_portfwd_did_not_create_are_left_alone() {
+    let Some(mut dp) = standard("replies_of_flows_portfwd_did_not_create_are_left_alone") else {
+        return;
+    };
+    let host = ep(HOST, 8080);
+    let container = ep(CONTAINER, 80);
+    for (what, close) in [("finished", true), ("established, never closed", false)] {
+        let client = ep(CLIENT, if close { 40_700 } else { 40_701 });
+        assert_eq!(
+            dp.ext(&tcp(client, host, TCP_SYN)).verdict,
+            TC_ACT_REDIRECT,
+            "{what}: SYN"
+        );
+        let syn_ack = tcp(container, client, TCP_SYN | TCP_ACK);
+        assert_eq!(dp.br(&syn_ack).verdict, TC_ACT_REDIRECT, "{what}: SYN-ACK");
+        // A retransmitted SYN-ACK during the handshake is still ours.
+        assert_eq!(
+            dp.br(&syn_ack).verdict,
+            TC_ACT_REDIRECT,
+            "{what}: a retransmitted SYN-ACK in the handshake"
+        );
+        assert_eq!(
+            dp.ext(&tcp(client, host, TCP_ACK)).verdict,
+            TC_ACT_REDIRECT,
+            "{what}: ACK"
+        );
+        if close {
+            dp.ext(&tcp(client, host, TCP_FIN | TCP_ACK));
+            dp.br(&tcp(container, client, TCP_FIN | TCP_ACK));
+        }
+        // The other path's connection on the same tuple.
+        let before = dp.counter("ct_foreign");
+        assert_untouched(
+            &format!("{what}: a foreign SYN-ACK"),
+            &dp.br(&syn_ack),
+            &syn_ack,
+        );
+        assert_eq!(
+            dp.counter("ct_foreign"),
+            before + 1,
+            "{what}: counter ct_foreign"
+        );
+        assert!(
+            dp.ct(&ct_key(container, client, PROTO_TCP)).is_none()
+                && dp.ct(&ct_key(client, host, PROTO_TCP)).is_none(),
+            "{what}: the stale entries are gone"
+        );
+        let data = tcp(container, client, TCP_ACK | TCP_PSH);
+        assert_untouched(
+            &format!("{what}: the foreign connection's data"),
+            &dp.br(&data),
+            &data,
+        );
+    }
+}
+
+/// A new SYN on the tuple of an established or finished flow starts a new
+/// flow (fresh entries), not a continuation of the old one.
+#[test]
+fn a_syn_reusing_a_tuple_starts_a_new_flow() {
+    let Some(mut dp) = standard("a_syn_reusing_a_tuple_starts_a_new_flow") else {
+        return;
+    };
+    let client = ep(CLIENT, 40_800);
+    let host = ep(HOST, 8080);
+    let container = ep(CONTAINER, 80);
+    dp.ext(&tcp(client, host, TCP_SYN));
+    dp.br(&tcp(container, client, TCP_SYN | TCP_ACK));
+    dp.ext(&tcp(client, host, TCP_ACK));
+    let old = dp
+        .ct(&ct_key(client, host, PROTO_TCP))
+        .expect("the forward entry");
+    assert_eq!(old.flags, CT_F_SYN | CT_F_ACK, "established");
+
+    let run = dp.ext(&tcp(client, host, TCP_SYN));
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "the new SYN is forwarded");
+    assert_eq!(dp.counter("ct_replaced"), 1, "counter ct_replaced");
+    let new = dp
+        .ct(&ct_key(client, host, PROTO_TCP))
+        .expect("the new forward entry");
+    assert_eq!(
+        (new.flags, new.packets),
+        (CT_F_SYN, 1),
+        "a fresh entry: only the SYN seen, one packet"
+    );
+    let rep = dp
+        .ct(&ct_key(container, client, PROTO_TCP))
+        .expect("the new reply entry");
+    assert_eq!((rep.flags, rep.packets), (0, 0), "a fresh reply entry");
+    // The container's answer to the new SYN is ours.
+    assert_eq!(
+        dp.br(&tcp(container, client, TCP_SYN | TCP_ACK)).verdict,
+        TC_ACT_REDIRECT,
+        "the SYN-ACK of the new flow"
+    );
+}

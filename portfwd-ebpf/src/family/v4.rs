@@ -1,19 +1,28 @@
 //! IPv4.
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, BPF_F_PSEUDO_HDR},
-    maps::{HashMap, LruHashMap, PerCpuHashMap},
+    bindings::{bpf_fib_lookup, bpf_sock_tuple, BPF_FIB_LOOKUP_OUTPUT, BPF_F_PSEUDO_HDR},
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use portfwd_common::{Backend, CtEntry, CtKey, MapKey, MapStats, PROTO_TCP, PROTO_UDP, V4};
+use portfwd_common::{
+    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PROTO_ICMP, PROTO_TCP, PROTO_UDP, V4,
+};
 
-use super::{Family, Flow, Parsed, Side, ETH_HLEN, TCP_CSUM_OFF, TCP_FLAGS_OFF, UDP_CSUM_OFF};
+use super::{
+    Family, Flow, Kind, Parsed, Side, ETH_HLEN, L4_DPORT_OFF, L4_SPORT_OFF, TCP_CSUM_OFF,
+    TCP_FLAGS_OFF, UDP_CSUM_OFF,
+};
 use crate::{
+    csum::Sum,
     maps,
-    pkt::{Drop, Packet},
+    pkt::{Drop, Outcome, Packet},
+    stats,
 };
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 /// Offsets inside the IPv4 header.
 const IP_TOT_LEN_OFF: usize = 2;
+const IP_ID_OFF: usize = 4;
 const IP_FRAG_OFF: usize = 6;
 const IP_PROTO_OFF: usize = 9;
 pub const IP_CSUM_OFF: usize = 10;
@@ -23,6 +32,17 @@ pub const IP_DADDR_OFF: usize = 16;
 const IP_HLEN: usize = 20;
 /// More-fragments flag and fragment offset.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+const IP_OFFSET_MASK: u16 = 0x1fff;
+const IP_MF: u16 = 0x2000;
+const IP_DF: u16 = 0x4000;
+
+const ICMP_HLEN: usize = 8;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_SOURCE_QUENCH: u8 = 4;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETERPROB: u8 = 12;
+/// Destination unreachable code: fragmentation needed and DF set.
+const ICMP_FRAG_NEEDED: u8 = 4;
 /// The longest header with options: the most a parse ever needs in the
 /// linear part, with a TCP header after it.
 const MAX_HEADERS: u32 = (ETH_HLEN + 60 + 20) as u32;
@@ -31,10 +51,20 @@ pub struct Ipv4;
 
 impl Family for Ipv4 {
     type Addr = V4;
+    const SADDR_OFF: usize = IP_SADDR_OFF;
+    const DADDR_OFF: usize = IP_DADDR_OFF;
+    const L3_CSUM_OFF: Option<usize> = Some(IP_CSUM_OFF);
+    const ICMP_PSEUDO: bool = false;
+    const MIN_MTU: u32 = 576;
 
     #[inline(always)]
     fn conntrack() -> &'static LruHashMap<CtKey<V4>, CtEntry<V4>> {
         &maps::CONNTRACK4
+    }
+
+    #[inline(always)]
+    fn ct_scratch() -> &'static PerCpuArray<CtEntry<V4>> {
+        &maps::CT_SCRATCH4
     }
 
     #[inline(always)]
@@ -52,14 +82,17 @@ impl Family for Ipv4 {
         &maps::LOCAL_ADDRS4
     }
 
-    #[inline(always)]
-    fn parse<P: Packet>(p: &P) -> Parsed<V4> {
-        match try_parse(p) {
-            Some(parsed) => parsed,
+    // A subprogram of its own, writing into the caller's `out`: its
+    // header-reading state never adds to the frames of what comes after.
+    #[inline(never)]
+    fn parse<P: Packet>(p: &P, out: &mut Parsed<V4>) {
+        if try_parse(p, out).is_none() {
             // Headers outside the linear part: pull them in, then try once
             // more (a short packet fails again and is not ours).
-            None if p.pull(MAX_HEADERS.min(p.len())) => try_parse(p).unwrap_or(Parsed::Other),
-            None => Parsed::Other,
+            out.kind = Kind::Other;
+            if p.pull(MAX_HEADERS.min(p.len())) && try_parse(p, out).is_none() {
+                out.kind = Kind::Other;
+            }
         }
     }
 
@@ -82,12 +115,26 @@ impl Family for Ipv4 {
     }
 
     #[inline(always)]
-    fn write_addr<P: Packet>(p: &P, side: Side, addr: V4) -> Result<(), Drop> {
-        let off = match side {
-            Side::Src => IP_SADDR_OFF,
-            Side::Dst => IP_DADDR_OFF,
-        };
-        p.write(ETH_HLEN + off, addr)
+    fn dont_fragment<P: Packet>(p: &P) -> bool {
+        p.read::<u16>(ETH_HLEN + IP_FRAG_OFF)
+            .is_some_and(|f| u16::from_be(f) & IP_DF != 0)
+    }
+
+    #[inline(always)]
+    fn into_too_big<P: Packet>(p: &P, from: V4, mtu: u32) -> Result<(), Drop> {
+        into_too_big(p, from, mtu)
+    }
+
+    // A subprogram of its own: a rare path, kept off the hot path's stack.
+    #[inline(never)]
+    fn can_cut<P: Packet>(p: &P, mtu: u32) -> bool {
+        can_cut(p, mtu).unwrap_or(false)
+    }
+
+    // A subprogram of its own: a rare path, kept off the hot path's stack.
+    #[inline(never)]
+    fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Outcome {
+        cut(p, mtu, ifindex)
     }
 
     #[inline(always)]
@@ -111,32 +158,83 @@ impl Family for Ipv4 {
 
 /// None: a header is not (yet) in the linear part of the packet.
 #[inline(always)]
-fn try_parse<P: Packet>(p: &P) -> Option<Parsed<V4>> {
+fn try_parse<P: Packet>(p: &P, out: &mut Parsed<V4>) -> Option<()> {
     if p.read::<u16>(12)? != ETH_P_IP_BE {
-        return Some(Parsed::Other);
+        return Some(());
     }
-    let ver_ihl: u8 = p.read(ETH_HLEN)?;
+    let Some(h) = header(p, ETH_HLEN)? else {
+        return Some(());
+    };
+    match h.proto {
+        PROTO_TCP | PROTO_UDP => {}
+        PROTO_ICMP if h.frag & IP_MF_OFFSET_MASK == 0 => {
+            if icmp_error(p, &h, out).is_some() {
+                out.kind = Kind::Icmp;
+            }
+            return Some(());
+        }
+        _ => return Some(()),
+    }
+    out.flow.saddr_be = h.saddr_be;
+    out.flow.daddr_be = h.daddr_be;
+    out.flow.proto = h.proto;
+    out.flow.l3_len = h.l3_len;
+    out.flow.frag_id_be = h.id_be as u32;
+    if h.frag & IP_OFFSET_MASK != 0 {
+        out.kind = Kind::Fragment;
+        return Some(());
+    }
+    ports(p, ETH_HLEN + h.ihl, &mut out.flow)?;
+    out.flow.first_fragment = h.frag & IP_MF != 0;
+    out.kind = Kind::Flow;
+    Some(())
+}
+
+/// The fields of an IPv4 header the program uses.
+struct Header {
+    ihl: usize,
+    l3_len: u16,
+    id_be: u16,
+    /// Flags and fragment offset, host order.
+    frag: u16,
+    proto: u8,
+    saddr_be: V4,
+    daddr_be: V4,
+}
+
+/// The IPv4 header at `off`: None if it is not (yet) in the linear part,
+/// Some(None) if it is no valid IPv4 header.
+#[inline(always)]
+fn header<P: Packet>(p: &P, off: usize) -> Option<Option<Header>> {
+    // With the TOS byte: see `icmp_error` on one-byte reads.
+    let ver_ihl = p.read::<[u8; 2]>(off)?[0];
     let ihl = ((ver_ihl & 0x0f) as usize) * 4;
     if ver_ihl >> 4 != 4 || ihl < IP_HLEN {
-        return Some(Parsed::Other);
+        return Some(None);
     }
-    let proto: u8 = p.read(ETH_HLEN + IP_PROTO_OFF)?;
-    if proto != PROTO_TCP && proto != PROTO_UDP {
-        return Some(Parsed::Other);
-    }
-    let l3_len = u16::from_be(p.read(ETH_HLEN + IP_TOT_LEN_OFF)?);
+    let l3_len = u16::from_be(p.read(off + IP_TOT_LEN_OFF)?);
     if (l3_len as usize) < ihl {
-        return Some(Parsed::Other);
+        return Some(None);
     }
-    if u16::from_be(p.read(ETH_HLEN + IP_FRAG_OFF)?) & IP_MF_OFFSET_MASK != 0 {
-        return Some(Parsed::Fragment);
-    }
-    let saddr_be: u32 = p.read(ETH_HLEN + IP_SADDR_OFF)?;
-    let daddr_be: u32 = p.read(ETH_HLEN + IP_DADDR_OFF)?;
-    let l4_off = ETH_HLEN + ihl;
-    let sport_be: u16 = p.read(l4_off + super::L4_SPORT_OFF)?;
-    let dport_be: u16 = p.read(l4_off + super::L4_DPORT_OFF)?;
-    let tcp_flags = if proto == PROTO_TCP {
+    Some(Some(Header {
+        ihl,
+        l3_len,
+        id_be: p.read(off + IP_ID_OFF)?,
+        frag: u16::from_be(p.read(off + IP_FRAG_OFF)?),
+        proto: p.read(off + IP_PROTO_OFF)?,
+        saddr_be: p.read(off + IP_SADDR_OFF)?,
+        daddr_be: p.read(off + IP_DADDR_OFF)?,
+    }))
+}
+
+/// Fills in the ports (and TCP flags) of `flow`, whose L4 header is at
+/// `l4_off`.
+#[inline(always)]
+fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V4>) -> Option<()> {
+    flow.l4_off = l4_off;
+    flow.sport_be = p.read(l4_off + L4_SPORT_OFF)?;
+    flow.dport_be = p.read(l4_off + L4_DPORT_OFF)?;
+    flow.tcp_flags = if flow.proto == PROTO_TCP {
         // The checksum is the last field a rewrite touches: make sure the
         // whole fixed TCP header is here before anything is changed.
         p.read::<u16>(l4_off + TCP_CSUM_OFF)?;
@@ -145,14 +243,236 @@ fn try_parse<P: Packet>(p: &P) -> Option<Parsed<V4>> {
         p.read::<u16>(l4_off + UDP_CSUM_OFF)?;
         0
     };
-    Some(Parsed::Flow(Flow {
-        l4_off,
-        saddr_be,
-        daddr_be,
-        sport_be,
-        dport_be,
-        proto,
-        tcp_flags,
-        l3_len,
-    }))
+    Some(())
+}
+
+/// Fills in `out` if the packet with outer header `h` is an ICMP error that
+/// quotes a TCP or UDP packet with its ports. An error quoting an ICMP
+/// message is not one (errors are never sent about errors).
+#[inline(always)]
+fn icmp_error<P: Packet>(p: &P, h: &Header, out: &mut Parsed<V4>) -> Option<()> {
+    let icmp_off = ETH_HLEN + h.ihl;
+    let icmp_len = h.l3_len as usize - h.ihl;
+    // Type and code together: a one-byte read at a variable offset gets its
+    // bounds check folded into a form the verifier cannot use (see
+    // `Packet::ptr`).
+    let ty = p.read::<[u8; 2]>(icmp_off)?[0];
+    if !matches!(
+        ty,
+        ICMP_DEST_UNREACH | ICMP_SOURCE_QUENCH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB
+    ) {
+        return None;
+    }
+    let inner_l3_off = icmp_off + ICMP_HLEN;
+    let inner = header(p, inner_l3_off)??;
+    if inner.proto != PROTO_TCP && inner.proto != PROTO_UDP || inner.frag & IP_OFFSET_MASK != 0 {
+        return None;
+    }
+    let inner_l4_off = inner_l3_off + inner.ihl;
+    // The ports, and 8 bytes of L4 in all, inside the ICMP message.
+    let end = icmp_off + icmp_len;
+    if inner_l4_off + 8 > end {
+        return None;
+    }
+    out.flow.saddr_be = inner.saddr_be;
+    out.flow.daddr_be = inner.daddr_be;
+    out.flow.proto = inner.proto;
+    out.flow.l3_len = inner.l3_len;
+    out.flow.l4_off = inner_l4_off;
+    out.flow.sport_be = p.read(inner_l4_off + L4_SPORT_OFF)?;
+    out.flow.dport_be = p.read(inner_l4_off + L4_DPORT_OFF)?;
+    let csum_off = inner_l4_off
+        + if inner.proto == PROTO_TCP {
+            TCP_CSUM_OFF
+        } else {
+            UDP_CSUM_OFF
+        };
+    if csum_off + 2 <= end && p.read::<u16>(csum_off).is_some() {
+        out.icmp.inner_csum_off = csum_off;
+    }
+    out.icmp.saddr_be = h.saddr_be;
+    out.icmp.daddr_be = h.daddr_be;
+    out.icmp.icmp_off = icmp_off;
+    out.icmp.icmp_len = icmp_len;
+    out.icmp.inner_l3_off = inner_l3_off;
+    Some(())
+}
+
+/// A "fragmentation needed" error: new IPv4 and ICMP headers, then the
+/// first `TOO_BIG_QUOTE` bytes of the packet it is about (its IP header,
+/// options included, and at least 8 bytes of L4, as RFC 792 asks).
+const TOO_BIG_QUOTE: usize = 68;
+const TOO_BIG_HDRS: usize = IP_HLEN + ICMP_HLEN;
+
+#[inline(always)]
+fn into_too_big<P: Packet>(p: &P, from: V4, mtu: u32) -> Result<(), Drop> {
+    let bad = Drop(stat::DROP_TOO_BIG);
+    let dst: V4 = p.read(ETH_HLEN + IP_SADDR_OFF).ok_or(bad)?;
+    let tos = p.read::<[u8; 2]>(ETH_HLEN).ok_or(bad)?[1];
+    let macs: [u8; 12] = p.read(0).ok_or(bad)?;
+    // Keep the quote where it is and put the new headers before it.
+    p.resize((ETH_HLEN + TOO_BIG_QUOTE) as u32)?;
+    p.grow_l3(TOO_BIG_HDRS as u32)?;
+    if !p.pull((ETH_HLEN + TOO_BIG_HDRS + TOO_BIG_QUOTE) as u32) {
+        return Err(bad);
+    }
+    let quote =
+        crate::pkt::sum_range::<TOO_BIG_QUOTE, P>(p, ETH_HLEN + TOO_BIG_HDRS, TOO_BIG_QUOTE)
+            .ok_or(bad)?;
+
+    let mut h = [0u8; TOO_BIG_HDRS];
+    h[0] = 0x45;
+    // As the kernel's own ICMP errors: the original TOS, internetwork
+    // control precedence.
+    h[1] = (tos & 0x1e) | 0xc0;
+    h[2..4].copy_from_slice(&((TOO_BIG_HDRS + TOO_BIG_QUOTE) as u16).to_be_bytes());
+    h[8] = 64;
+    h[9] = PROTO_ICMP;
+    h[12..16].copy_from_slice(&from.to_ne_bytes());
+    h[16..20].copy_from_slice(&dst.to_ne_bytes());
+    let icmp = IP_HLEN;
+    h[icmp] = ICMP_DEST_UNREACH;
+    h[icmp + 1] = ICMP_FRAG_NEEDED;
+    h[icmp + 6..icmp + 8].copy_from_slice(&(mtu.min(0xffff) as u16).to_be_bytes());
+    let ip_csum = !words(&h, 0, IP_HLEN, Sum::default()).fold();
+    h[IP_CSUM_OFF..IP_CSUM_OFF + 2].copy_from_slice(&ip_csum.to_ne_bytes());
+    let icmp_csum = !words(&h, icmp, TOO_BIG_HDRS, quote).fold();
+    h[icmp + 2..icmp + 4].copy_from_slice(&icmp_csum.to_ne_bytes());
+    p.store_bytes(ETH_HLEN, &h)?;
+    // Back to the sender: the Ethernet addresses swap.
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    p.write(0, swapped)
+}
+
+/// `s` plus the one's complement sum of `buf[from..to]` as 16-bit words.
+#[inline(always)]
+fn words(buf: &[u8; TOO_BIG_HDRS], from: usize, to: usize, mut s: Sum) -> Sum {
+    let mut i = from;
+    while i + 1 < to {
+        s = s.add16(u16::from_ne_bytes([buf[i], buf[i + 1]]));
+        i += 2;
+    }
+    s
+}
+
+/// The longest L3 payload `cut` cuts (jumbo frames).
+const CUT_MAX: usize = 8192;
+/// The most fragments one packet is cut into.
+const CUT_PIECES: usize = 8;
+
+/// A packet's header and payload after its first piece while `cut` cuts it
+/// (twice the room it takes: see `Packet::store_from_at`).
+#[repr(C)]
+pub struct CutBuf {
+    hdr: [u8; 60],
+    data: [u8; 2 * CUT_MAX],
+}
+
+#[map(name = "pf_cut4")]
+static CUT_BUF: PerCpuArray<CutBuf> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn can_cut<P: Packet>(p: &P, mtu: u32) -> Option<bool> {
+    if p.is_gso() {
+        return Some(false);
+    }
+    let h = header(p, ETH_HLEN)??;
+    let payload = h.l3_len as usize - h.ihl;
+    let chunk = (mtu as usize).saturating_sub(h.ihl) & !7;
+    if payload > CUT_MAX || chunk == 0 || payload > chunk * CUT_PIECES {
+        return Some(false);
+    }
+    if h.frag & IP_MF_OFFSET_MASK != 0 {
+        // Already a fragment: its sender made the checksum whole.
+        return Some(true);
+    }
+    // A whole datagram's L4 checksum may be one an offload was to fill in
+    // (CHECKSUM_PARTIAL, which BPF cannot see), and the fragments would keep
+    // it unfilled; checking it would mean summing up to CUT_MAX bytes, more
+    // than the verifier accepts. Only a UDP datagram without a checksum is
+    // cut; other whole datagrams without DF are answered like those with it.
+    let l4 = ETH_HLEN + h.ihl;
+    Some(h.proto == PROTO_UDP && p.read::<u16>(l4 + UDP_CSUM_OFF)? == 0)
+}
+
+/// Cuts the packet (its L3 payload a multiple of 8 per piece) and sends the
+/// pieces out of `ifindex`, the L2 addresses from the kernel's FIB and
+/// neighbour table.
+#[inline(always)]
+fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Outcome {
+    let bad = Drop(stat::DROP_TOO_BIG);
+    let h = header(p, ETH_HLEN).flatten().ok_or(bad)?;
+    let ihl = h.ihl;
+    let payload = h.l3_len as usize - ihl;
+    let chunk = (mtu as usize).saturating_sub(ihl) & !7;
+    if chunk == 0 || payload <= chunk || payload > CUT_MAX {
+        return Err(bad);
+    }
+    let base = (h.frag & IP_OFFSET_MASK) as usize * 8;
+    let more = h.frag & IP_MF != 0;
+
+    // SAFETY: bpf_fib_lookup is plain integers; all zeroes is a valid value.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = portfwd_common::AF_INET;
+    fib.l4_protocol = h.proto;
+    fib.ifindex = ifindex;
+    fib.__bindgen_anon_3.ipv4_src = h.saddr_be;
+    fib.__bindgen_anon_4.ipv4_dst = h.daddr_be;
+    if !p.fib_lookup(&mut fib, BPF_FIB_LOOKUP_OUTPUT) {
+        return Err(bad);
+    }
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&fib.dmac);
+    macs[6..].copy_from_slice(&fib.smac);
+    p.write(0, macs)?;
+
+    let buf = CUT_BUF.get_ptr_mut(0).ok_or(bad)?;
+    // SAFETY: a per-CPU array value from a successful lookup: valid for the
+    // program run and used only by this CPU.
+    let buf = unsafe { &mut *buf };
+    p.load_into(ETH_HLEN, &mut buf.hdr, ihl)?;
+    p.load_into(ETH_HLEN + ihl + chunk, &mut buf.data, payload - chunk)?;
+
+    p.resize((ETH_HLEN + ihl + chunk) as u32)?;
+    set_piece(p, ihl + chunk, base, true)?;
+    p.clone_to(ifindex)?;
+    let mut done = chunk;
+    for _ in 1..CUT_PIECES {
+        let len = (payload - done).min(chunk);
+        let last = done + len >= payload;
+        p.resize((ETH_HLEN + ihl + len) as u32)?;
+        p.store_from(ETH_HLEN, &buf.hdr, ihl)?;
+        p.store_from_at(ETH_HLEN + ihl, &buf.data, done - chunk, len)?;
+        set_piece(p, ihl + len, base + done, !last || more)?;
+        if last {
+            stats::count(stat::FRAGMENTED);
+            return p.redirect(ifindex);
+        }
+        p.clone_to(ifindex)?;
+        done += len;
+    }
+    Err(bad)
+}
+
+/// Makes the IPv4 header at the start of the packet that of a piece of
+/// `l3_len` bytes at byte offset `offset`, with MF if `more`.
+#[inline(always)]
+fn set_piece<P: Packet>(p: &P, l3_len: usize, offset: usize, more: bool) -> Result<(), Drop> {
+    let bad = Drop(stat::DROP_STORE);
+    let old_len: u16 = p.read(ETH_HLEN + IP_TOT_LEN_OFF).ok_or(bad)?;
+    let old_frag: u16 = p.read(ETH_HLEN + IP_FRAG_OFF).ok_or(bad)?;
+    let keep = u16::from_be(old_frag) & IP_DF;
+    let new_len = (l3_len as u16).to_be();
+    let new_frag = (keep | if more { IP_MF } else { 0 } | (offset / 8) as u16).to_be();
+    let c: u16 = p.read(ETH_HLEN + IP_CSUM_OFF).ok_or(bad)?;
+    let c = crate::csum::replace(
+        c,
+        Sum::default().add16(old_len).add16(old_frag),
+        Sum::default().add16(new_len).add16(new_frag),
+    );
+    p.write(ETH_HLEN + IP_TOT_LEN_OFF, new_len)?;
+    p.write(ETH_HLEN + IP_FRAG_OFF, new_frag)?;
+    p.write(ETH_HLEN + IP_CSUM_OFF, c)
 }

@@ -1,33 +1,68 @@
 //! TC ingress on the bridge: packets from the containers.
 //!
-//! A reply that matches a conntrack reply entry gets its source set back to
-//! the host address and port the client used, and is redirected out of the
-//! interface the client came in on (a hairpin reply also gets its
-//! destination set back to the client). Anything else may be a container
-//! reaching a published port through a host address (hairpin, `forward`);
-//! what is neither is left to the host.
-use portfwd_common::stat;
+//! - A reply that matches a conntrack reply entry gets its source set back
+//!   to the host address and port the client used, and is redirected out of
+//!   the interface the client came in on (a hairpin reply also gets its
+//!   destination set back to the client). A SYN-ACK that answers no SYN
+//!   portfwd forwarded belongs to another path (Docker's own DNAT, plain
+//!   routing) that reuses a stale flow's tuple: the stale entries go and the
+//!   packet is left to the kernel.
+//! - Anything else may be a container reaching a published port through a
+//!   host address (hairpin, `forward`).
+//! - Later fragments follow their first one's flow; ICMP errors from a
+//!   container about a portfwd flow are translated for the client.
+//! - What is none of these is left to the host.
+use portfwd_common::{stat, CtKey, CT_F_ACK, CT_F_CLOSING};
 
-use super::forward;
+use super::{forward, mtu, settle, Pending};
 use crate::{
     conntrack::{self, CtRef},
-    family::{Family, Flow, Parsed},
+    family::{Family, Flow, IcmpError, Kind, Parsed, Side, TCP_ACK, TCP_SYN},
     mapping,
-    pkt::{Outcome, Packet, Verdict},
+    pkt::{Drop, Outcome, Packet, Verdict},
     stats::{self, Dir},
-    xlate::{reset, rnat},
+    xlate::{frag, icmp, reset, rnat},
 };
 
 #[inline(always)]
-pub fn run<F: Family, P: Packet>(p: &P) -> Outcome {
-    let Parsed::Flow(flow) = F::parse(p) else {
-        return Ok(Verdict::Pass);
+pub fn run<F: Family, P: Packet>(p: &P) -> Outcome
+where
+    F::Addr: frag::FragMaps,
+{
+    let mut parsed = Parsed::default();
+    F::parse(p, &mut parsed);
+    let mut pending = Pending::new(conntrack::now());
+    let outcome = match parsed.kind {
+        Kind::Flow => flow_in::<F, P>(p, &parsed.flow, &mut pending),
+        Kind::Fragment => later_fragment::<F, P>(p, &parsed.flow, &mut pending),
+        Kind::Icmp => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp),
+        Kind::Other => return Ok(Verdict::Pass),
     };
-    let now = conntrack::now();
+    settle::<F, P>(p, &parsed.flow, &mut pending, outcome)
+}
+
+// A subprogram of its own: parsing stays in the entry point's frame and the
+// flow's handling gets a frame of its own, which keeps the deepest call chain
+// (through `start_flow` or `send_too_big`) under the 512-byte stack.
+#[inline(never)]
+fn flow_in<F: Family, P: Packet>(
+    p: &P,
+    flow: &Flow<F::Addr>,
+    pending: &mut Pending<F::Addr>,
+) -> Outcome
+where
+    F::Addr: frag::FragMaps,
+{
+    let now = pending.now;
+    if flow.first_fragment {
+        let id = &flow.frag_id();
+        // A container sends a datagram's fragments in order.
+        frag::record(id, flow.sport_be, flow.dport_be, now);
+    }
     let key = flow.key();
     match conntrack::lookup::<F>(&key, now) {
-        Some(e) if e.get().is_reply() => reply::<F, P>(p, &flow, &key, e, now),
-        entry => hairpin::<F, P>(p, &flow, &key, entry, now),
+        Some(e) if e.get().is_reply() => reply::<F, P>(p, flow, &key, e, pending),
+        entry => hairpin::<F, P>(p, flow, &key, entry, pending),
     }
 }
 
@@ -36,15 +71,28 @@ pub fn run<F: Family, P: Packet>(p: &P) -> Outcome {
 fn reply<F: Family, P: Packet>(
     p: &P,
     flow: &Flow<F::Addr>,
-    key: &portfwd_common::CtKey<F::Addr>,
+    key: &CtKey<F::Addr>,
     mut e: CtRef<F::Addr>,
-    now: u64,
+    pending: &mut Pending<F::Addr>,
 ) -> Outcome {
+    let now = pending.now;
+    if flow.is_tcp()
+        && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+        && foreign::<F>(key, &e, now)
+    {
+        conntrack::remove::<F>(key, e.get());
+        stats::count(stat::CT_FOREIGN);
+        return Ok(Verdict::Pass);
+    }
     conntrack::account::<F>(key, &mut e, flow, now);
     if let Some(outcome) = reset::if_killed::<F, P>(p, flow, e.get_mut(), now) {
         return outcome;
     }
     let entry = e.get();
+    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, entry.nat_addr_be, pending) {
+        Ok(cut_mtu) => cut_mtu,
+        Err(answer) => return answer,
+    };
     stats::mapping::<F>(
         &entry.mapping_key(key),
         Dir::Reverse,
@@ -53,7 +101,19 @@ fn reply<F: Family, P: Packet>(
     );
     rnat::apply::<F, P>(p, flow, entry)?;
     stats::count(stat::REVERSE_NAT);
-    p.redirect_neigh(entry.ifindex)
+    mtu::send::<F, P>(p, cut_mtu, entry.ifindex, pending)
+}
+
+/// True if a SYN-ACK on reply entry `e` (stored at `key`) answers a SYN
+/// portfwd did not forward: the flow's forward entry is gone, finished, or
+/// past its handshake (a SYN from the client on such a tuple would have
+/// replaced both entries).
+#[inline(always)]
+fn foreign<F: Family>(key: &CtKey<F::Addr>, e: &CtRef<F::Addr>, now: u64) -> bool {
+    let Some(fwd) = conntrack::lookup::<F>(&e.get().sibling_key(key), now) else {
+        return true;
+    };
+    (fwd.get().flags | e.get().flags) & CT_F_CLOSING != 0 || fwd.get().flags & CT_F_ACK != 0
 }
 
 /// Not a reply: perhaps a container reaching a published port on one of the
@@ -62,9 +122,9 @@ fn reply<F: Family, P: Packet>(
 fn hairpin<F: Family, P: Packet>(
     p: &P,
     flow: &Flow<F::Addr>,
-    key: &portfwd_common::CtKey<F::Addr>,
+    key: &CtKey<F::Addr>,
     entry: Option<CtRef<F::Addr>>,
-    now: u64,
+    pending: &mut Pending<F::Addr>,
 ) -> Outcome {
     match &entry {
         // An outside client's tuple arriving from the bridge: left alone.
@@ -79,5 +139,80 @@ fn hairpin<F: Family, P: Packet>(
             }
         }
     }
-    forward::translate::<F, P>(p, flow, key, entry, true, now)
+    forward::translate::<F, P>(p, flow, key, entry, true, pending)
+}
+
+/// A later fragment from a container: a reply's, or a hairpin datagram's.
+// A subprogram of its own: a rare path, kept off the hot path's stack.
+#[inline(never)]
+fn later_fragment<F: Family, P: Packet>(
+    p: &P,
+    f: &Flow<F::Addr>,
+    pending: &mut Pending<F::Addr>,
+) -> Outcome
+where
+    F::Addr: frag::FragMaps,
+{
+    let now = pending.now;
+    let id = &f.frag_id();
+    let Some((sport, dport)) = frag::ports(id, now) else {
+        return Ok(Verdict::Pass);
+    };
+    let key = CtKey::new(id.saddr_be, id.daddr_be, sport, dport, id.proto);
+    let Some(mut e) = conntrack::lookup::<F>(&key, now) else {
+        return Ok(Verdict::Pass);
+    };
+    if !e.get().is_reply() {
+        if !e.get().is_hairpin() {
+            return Ok(Verdict::Pass);
+        }
+        return forward::follow_fragment::<F, P>(p, f, &key, e, pending);
+    }
+    conntrack::account_fragment(&mut e, f.l3_len);
+    let entry = e.get();
+    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, entry.nat_addr_be, pending) {
+        Ok(cut_mtu) => cut_mtu,
+        Err(answer) => return answer,
+    };
+    stats::mapping::<F>(
+        &entry.mapping_key(&key),
+        Dir::Reverse,
+        f.l3_len as u64,
+        false,
+    );
+    F::set_l3_addr(p, Side::Src, id.saddr_be, entry.nat_addr_be)?;
+    if entry.is_hairpin() {
+        F::set_l3_addr(p, Side::Dst, id.daddr_be, entry.peer_addr_be)?;
+    }
+    stats::count(stat::FRAGMENT_FORWARDED);
+    mtu::send::<F, P>(p, cut_mtu, entry.ifindex, pending)
+}
+
+/// An error from a container quotes the packet portfwd delivered to it
+/// (client -> container); the flow's reply entry is that tuple reversed.
+// A subprogram of its own: a rare path, kept off the hot path's stack.
+#[inline(never)]
+fn icmp_in<F: Family, P: Packet>(p: &P, q: &Flow<F::Addr>, e: &IcmpError<F::Addr>) -> Outcome {
+    let key = CtKey::new(q.daddr_be, q.saddr_be, q.dport_be, q.sport_be, q.proto);
+    let now = conntrack::now();
+    let Some(entry) = conntrack::lookup::<F>(&key, now) else {
+        return Ok(Verdict::Pass);
+    };
+    let ent = entry.get();
+    if !ent.is_reply() {
+        return Ok(Verdict::Pass);
+    }
+    if !icmp::verifies::<F, P>(p, e) {
+        return Err(Drop(stat::DROP_ICMP_CSUM));
+    }
+    let hairpin = ent.is_hairpin();
+    let rw = icmp::Rewrite {
+        inner_src: hairpin.then_some((ent.peer_addr_be, ent.peer_port_be)),
+        inner_dst: Some((ent.nat_addr_be, ent.nat_port_be)),
+        outer_src: Some(ent.nat_addr_be),
+        outer_dst: hairpin.then_some(ent.peer_addr_be),
+    };
+    icmp::translate::<F, P>(p, q, e, &rw)?;
+    stats::count(stat::ICMP_TO_CLIENT);
+    p.redirect_neigh(ent.ifindex)
 }

@@ -1,39 +1,131 @@
 //! TC ingress on the external interfaces: packets from outside.
 //!
-//! Not TCP/UDP of this family, a fragment, or addressed to loopback (a
-//! martian on the wire): untouched. A hairpin flow's tuple arriving from
-//! outside is not ours to follow or take over. Everything else may be
-//! toward a published port (`forward`).
-use portfwd_common::stat;
+//! - TCP/UDP addressed to loopback (a martian on the wire): untouched. A
+//!   hairpin flow's tuple arriving from outside is not ours to follow or take
+//!   over. Everything else may be toward a published port (`forward`); a
+//!   first fragment also records its ports for the rest of its datagram.
+//! - A later fragment follows its first one's flow; one that came first
+//!   waits for it (see `xlate::frag`).
+//! - An ICMP error about a reply portfwd sent (a router on the way to the
+//!   client, or the client itself) is translated for the container.
+//! - Anything else: untouched.
+use portfwd_common::{stat, CtKey};
 
-use super::forward;
+use super::{forward, settle, Pending};
 use crate::{
     conntrack,
-    family::{Family, Parsed},
-    pkt::{Outcome, Packet, Verdict},
+    family::{Family, Flow, IcmpError, Kind, Parsed},
+    mapping,
+    pkt::{Drop, Outcome, Packet, Verdict},
     stats,
+    xlate::{frag, icmp},
 };
 
 #[inline(always)]
-pub fn run<F: Family, P: Packet>(p: &P) -> Outcome {
-    let flow = match F::parse(p) {
-        Parsed::Flow(flow) => flow,
-        Parsed::Fragment => {
-            // Ports are not in every fragment; the host stack gets them as
-            // they are (see README, "IP fragments").
-            stats::count(stat::FRAGMENT_PASSED);
-            return Ok(Verdict::Pass);
-        }
-        Parsed::Other => return Ok(Verdict::Pass),
+pub fn run<F: Family, P: Packet>(p: &P) -> Outcome
+where
+    F::Addr: frag::FragMaps,
+{
+    let mut parsed = Parsed::default();
+    F::parse(p, &mut parsed);
+    let mut pending = Pending::new(conntrack::now());
+    let outcome = match parsed.kind {
+        Kind::Flow => flow_in::<F, P>(p, &parsed.flow, &mut pending),
+        Kind::Fragment => later_fragment::<F, P>(p, &parsed.flow, &mut pending),
+        Kind::Icmp => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp),
+        Kind::Other => return Ok(Verdict::Pass),
     };
+    settle::<F, P>(p, &parsed.flow, &mut pending, outcome)
+}
+
+// A subprogram of its own: parsing stays in the entry point's frame and the
+// flow's handling gets a frame of its own, which keeps the deepest call chain
+// (through `start_flow` or `send_too_big`) under the 512-byte stack.
+#[inline(never)]
+fn flow_in<F: Family, P: Packet>(
+    p: &P,
+    flow: &Flow<F::Addr>,
+    pending: &mut Pending<F::Addr>,
+) -> Outcome
+where
+    F::Addr: frag::FragMaps,
+{
     if F::is_loopback(flow.daddr_be) {
         return Ok(Verdict::Pass);
     }
-    let now = conntrack::now();
+    let now = pending.now;
+    if flow.first_fragment {
+        let id = &flow.frag_id();
+        if mapping::is_local::<F>(flow.daddr_be) {
+            let waiting = frag::record(id, flow.sport_be, flow.dport_be, now);
+            if waiting > 0 {
+                return frag::replay(p, id, waiting);
+            }
+        }
+    }
     let key = flow.key();
     let entry = conntrack::lookup::<F>(&key, now).filter(|e| !e.get().is_reply());
     if entry.as_ref().is_some_and(|e| e.get().is_hairpin()) {
         return Ok(Verdict::Pass);
     }
-    forward::translate::<F, P>(p, &flow, &key, entry, false, now)
+    forward::translate::<F, P>(p, flow, &key, entry, false, pending)
+}
+
+// A subprogram of its own: a rare path, kept off the hot path's stack.
+#[inline(never)]
+fn later_fragment<F: Family, P: Packet>(
+    p: &P,
+    f: &Flow<F::Addr>,
+    pending: &mut Pending<F::Addr>,
+) -> Outcome
+where
+    F::Addr: frag::FragMaps,
+{
+    let now = pending.now;
+    let id = &f.frag_id();
+    let Some((sport, dport)) = frag::ports(id, now) else {
+        if mapping::is_local::<F>(id.daddr_be) {
+            return frag::queue(p, id, f.l3_len, now);
+        }
+        return Ok(Verdict::Pass);
+    };
+    let key = CtKey::new(id.saddr_be, id.daddr_be, sport, dport, id.proto);
+    match conntrack::lookup::<F>(&key, now) {
+        Some(e) if !e.get().is_reply() && !e.get().is_hairpin() => {
+            forward::follow_fragment::<F, P>(p, f, &key, e, pending)
+        }
+        _ => {
+            stats::count(stat::FRAGMENT_PASSED);
+            Ok(Verdict::Pass)
+        }
+    }
+}
+
+/// An error quotes the reply portfwd sent (host address:port -> client);
+/// the flow's forward entry is that tuple reversed.
+// A subprogram of its own: a rare path, kept off the hot path's stack.
+#[inline(never)]
+fn icmp_in<F: Family, P: Packet>(p: &P, q: &Flow<F::Addr>, e: &IcmpError<F::Addr>) -> Outcome {
+    let key = CtKey::new(q.daddr_be, q.saddr_be, q.dport_be, q.sport_be, q.proto);
+    let now = conntrack::now();
+    let Some(entry) = conntrack::lookup::<F>(&key, now) else {
+        return Ok(Verdict::Pass);
+    };
+    let ent = entry.get();
+    if ent.is_reply() || ent.is_hairpin() {
+        return Ok(Verdict::Pass);
+    }
+    if !icmp::verifies::<F, P>(p, e) {
+        return Err(Drop(stat::DROP_ICMP_CSUM));
+    }
+    let to = (ent.nat_addr_be, ent.nat_port_be);
+    let rw = icmp::Rewrite {
+        inner_src: Some(to),
+        inner_dst: None,
+        outer_src: None,
+        outer_dst: Some(to.0),
+    };
+    icmp::translate::<F, P>(p, q, e, &rw)?;
+    stats::count(stat::ICMP_TO_CONTAINER);
+    p.redirect_neigh(ent.ifindex)
 }

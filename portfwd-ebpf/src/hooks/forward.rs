@@ -7,13 +7,16 @@
 //!    (established flows drain on the endpoint they started with);
 //! 2. look up the mapping (the wildcard if the destination is one of the
 //!    host's addresses, else the exact host address); none: untouched;
-//! 3. reuse the entry if it still points at that endpoint, else create the
-//!    flow's two conntrack entries; rewrite; redirect to the bridge.
-use portfwd_common::{stat, CtKey, CT_F_CLOSING};
+//! 3. reuse the entry if it still points at that endpoint and is not a
+//!    finished or established connection that a new SYN starts over, else
+//!    start the flow (a pending step: its two conntrack entries, the
+//!    rewrite, the redirect to the bridge).
+use portfwd_common::{stat, CtKey, CT_F_ACK, CT_F_CLOSING};
 
+use super::{mtu, Pending, Step};
 use crate::{
     conntrack::{self, CtRef},
-    family::{Family, Flow},
+    family::{Family, Flow, Side},
     mapping,
     pkt::{Drop, Outcome, Packet, Verdict},
     stats::{self, Dir},
@@ -30,12 +33,12 @@ pub fn translate<F: Family, P: Packet>(
     key: &CtKey<F::Addr>,
     entry: Option<CtRef<F::Addr>>,
     hairpin: bool,
-    now: u64,
+    pending: &mut Pending<F::Addr>,
 ) -> Outcome {
     let new_conn = flow.is_syn();
     if flow.is_tcp() && !new_conn {
         if let Some(e) = entry {
-            return follow::<F, P>(p, flow, key, e, now);
+            return follow::<F, P>(p, flow, key, e, pending);
         }
         // A hairpin flow starts with a SYN: its source port is chosen then,
         // and a mid-stream packet cannot know which one it was.
@@ -47,23 +50,54 @@ pub fn translate<F: Family, P: Packet>(
     let Some(m) = mapping::for_packet::<F>(flow.daddr_be, flow.dport_be, flow.proto) else {
         return Ok(Verdict::Pass);
     };
-    let b = m.backend;
-
     if let Some(e) = entry {
         let ent = e.get();
-        let same = ent.nat_addr_be == b.addr_be && ent.nat_port_be == b.port_be;
-        if same && !(new_conn && ent.flags & CT_F_CLOSING != 0) {
-            return follow::<F, P>(p, flow, key, e, now);
+        let same = ent.nat_addr_be == m.backend.addr_be && ent.nat_port_be == m.backend.port_be;
+        // A SYN on a tuple whose connection got past its handshake or ended
+        // is a new connection reusing the tuple; a SYN on one still in its
+        // handshake is a retransmission.
+        let starts_over = new_conn && ent.flags & (CT_F_ACK | CT_F_CLOSING) != 0;
+        if same && !starts_over {
+            return follow::<F, P>(p, flow, key, e, pending);
         }
+        stats::count(stat::CT_REPLACED);
     }
+    pending.what = Step::StartFlow;
+    pending.matched = m;
+    pending.hairpin = hairpin;
+    Ok(Verdict::Pending)
+}
 
-    let snat = if hairpin {
+/// Creates the flow's entries (choosing a hairpin flow's source port
+/// first), counts it, rewrites and redirects its first packet; answers
+/// instead if it does not fit the bridge. A pending step.
+// A subprogram of its own: once per flow, run from the entry point's frame.
+#[inline(never)]
+pub fn start_flow<F: Family, P: Packet>(
+    p: &P,
+    flow: &Flow<F::Addr>,
+    pending: &mut Pending<F::Addr>,
+) -> Outcome {
+    let m = pending.matched;
+    let b = m.backend;
+    let now = pending.now;
+    let cut_mtu = match mtu::check::<F, P>(p, b.bridge_ifindex, flow.daddr_be, pending) {
+        Ok(cut_mtu) => cut_mtu,
+        Err(answer) => return answer,
+    };
+    let snat = if pending.hairpin {
         Some(hairpin::pick::<F, P>(p, flow, &b, now).ok_or(Drop(stat::DROP_NO_PORT))?)
     } else {
         None
     };
-    conntrack::create::<F>(flow, &b, m.wildcard, p.ingress_ifindex(), snat, now)?;
-    if hairpin {
+    let new = conntrack::NewFlow {
+        backend: b,
+        wildcard: m.wildcard,
+        client_ifindex: p.ingress_ifindex(),
+        snat,
+    };
+    conntrack::create::<F>(flow, &new, now)?;
+    if pending.hairpin {
         stats::count(stat::HAIRPIN);
     }
     let mkey = m.key(flow.daddr_be, flow.dport_be, flow.proto);
@@ -72,7 +106,7 @@ pub fn translate<F: Family, P: Packet>(
         to: (b.addr_be, b.port_be),
         snat,
     };
-    forward::<F, P>(p, flow, &target, b.bridge_ifindex)
+    forward::<F, P>(p, flow, &target, cut_mtu, b.bridge_ifindex, pending)
 }
 
 /// Forwards a packet of a flow that has a live forward entry `e`.
@@ -82,20 +116,26 @@ fn follow<F: Family, P: Packet>(
     flow: &Flow<F::Addr>,
     key: &CtKey<F::Addr>,
     mut e: CtRef<F::Addr>,
-    now: u64,
+    pending: &mut Pending<F::Addr>,
 ) -> Outcome {
+    let now = pending.now;
     conntrack::account::<F>(key, &mut e, flow, now);
     if let Some(outcome) = reset::if_killed::<F, P>(p, flow, e.get_mut(), now) {
         return outcome;
     }
     let entry = e.get();
+    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, flow.daddr_be, pending) {
+        Ok(cut_mtu) => cut_mtu,
+        Err(answer) => return answer,
+    };
     stats::mapping::<F>(
         &entry.mapping_key(key),
         Dir::Forward,
         flow.l3_len as u64,
         false,
     );
-    forward::<F, P>(p, flow, &dnat::Target::of_entry(entry), entry.ifindex)
+    let target = dnat::Target::of_entry(entry);
+    forward::<F, P>(p, flow, &target, cut_mtu, entry.ifindex, pending)
 }
 
 #[inline(always)]
@@ -103,9 +143,45 @@ fn forward<F: Family, P: Packet>(
     p: &P,
     flow: &Flow<F::Addr>,
     target: &dnat::Target<F::Addr>,
+    cut_mtu: u32,
     bridge_ifindex: u32,
+    pending: &mut Pending<F::Addr>,
 ) -> Outcome {
     dnat::apply::<F, P>(p, flow, target)?;
+    if flow.first_fragment {
+        stats::count(stat::FRAGMENT_FORWARDED);
+    }
     stats::count(stat::DNAT);
-    p.redirect_neigh(bridge_ifindex)
+    mtu::send::<F, P>(p, cut_mtu, bridge_ifindex, pending)
+}
+
+/// A later fragment of a datagram whose flow has the live forward entry `e`
+/// (stored at `key`): the same address rewrite as its first fragment.
+#[inline(always)]
+pub fn follow_fragment<F: Family, P: Packet>(
+    p: &P,
+    f: &Flow<F::Addr>,
+    key: &CtKey<F::Addr>,
+    mut e: CtRef<F::Addr>,
+    pending: &mut Pending<F::Addr>,
+) -> Outcome {
+    conntrack::account_fragment(&mut e, f.l3_len);
+    let entry = e.get();
+    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, f.daddr_be, pending) {
+        Ok(cut_mtu) => cut_mtu,
+        Err(answer) => return answer,
+    };
+    stats::mapping::<F>(
+        &entry.mapping_key(key),
+        Dir::Forward,
+        f.l3_len as u64,
+        false,
+    );
+    let t = dnat::Target::of_entry(entry);
+    F::set_l3_addr(p, Side::Dst, f.daddr_be, t.to.0)?;
+    if let Some((addr, _)) = t.snat {
+        F::set_l3_addr(p, Side::Src, f.saddr_be, addr)?;
+    }
+    stats::count(stat::FRAGMENT_FORWARDED);
+    mtu::send::<F, P>(p, cut_mtu, entry.ifindex, pending)
 }

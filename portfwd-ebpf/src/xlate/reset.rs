@@ -63,7 +63,8 @@ fn set_rst_only<A: Addr, P: Packet>(p: &P, flow: &Flow<A>) -> Result<(), Drop> {
 /// Turns the packet into a RST back to its sender and sends it out of the
 /// interface it came in on. Swapping addresses and ports leaves every
 /// checksum unchanged; only the sequence number and flags need updates.
-#[inline(always)]
+// A subprogram of its own: a rare path, kept off the hot path's stack.
+#[inline(never)]
 fn reflect<F: Family, P: Packet>(p: &P, flow: &Flow<F::Addr>) -> Outcome {
     try_reflect::<F, P>(p, flow)?;
     stats::count(stat::KILL_RST_REFLECTED);

@@ -1,0 +1,70 @@
+//! Internet checksum arithmetic (RFC 1071, RFC 1624), for checksum fields the
+//! program recomputes itself rather than through a kernel helper.
+//!
+//! The one's complement sum is byte-order independent: words are read and
+//! written as they lie in memory (little-endian loads of network-order
+//! bytes), and a checksum computed over such words is stored the same way.
+use portfwd_common::Addr;
+
+/// A running one's complement sum, folded only at the end.
+#[derive(Clone, Copy, Default)]
+pub struct Sum(pub u64);
+
+impl Sum {
+    #[inline(always)]
+    pub fn add16(self, w: u16) -> Self {
+        Self(self.0 + w as u64)
+    }
+
+    #[inline(always)]
+    pub fn add32(self, w: u32) -> Self {
+        Self(self.0 + (w & 0xffff) as u64 + (w >> 16) as u64)
+    }
+
+    #[inline(always)]
+    pub fn add_addr<A: AddrWords>(self, a: A) -> Self {
+        a.sum_into(self)
+    }
+
+    /// The 16-bit folded sum.
+    #[inline(always)]
+    pub fn fold(self) -> u16 {
+        let mut s = self.0;
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s as u16
+    }
+}
+
+/// RFC 1624 eqn. 3: the checksum field `csum` after the words summed in
+/// `old` became those summed in `new`.
+#[inline(always)]
+pub fn replace(csum: u16, old: Sum, new: Sum) -> u16 {
+    !Sum((!csum) as u64)
+        .add16(!old.fold())
+        .add16(new.fold())
+        .fold()
+}
+
+/// Summing an address's 16-bit words.
+pub trait AddrWords: Addr {
+    fn sum_into(self, s: Sum) -> Sum;
+}
+
+impl AddrWords for u32 {
+    #[inline(always)]
+    fn sum_into(self, s: Sum) -> Sum {
+        s.add32(self)
+    }
+}
+
+impl AddrWords for [u32; 4] {
+    #[inline(always)]
+    fn sum_into(self, s: Sum) -> Sum {
+        s.add32(self[0])
+            .add32(self[1])
+            .add32(self[2])
+            .add32(self[3])
+    }
+}

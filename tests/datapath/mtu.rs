@@ -1,0 +1,213 @@
+//! Path MTU: a packet too big for the device it is redirected to gets a
+//! "fragmentation needed" back instead of vanishing. Runs in a namespace of
+//! its own, with a veth device of MTU 1400 as the small link.
+use portfwd_common::PROTO_TCP;
+
+use crate::{common, harness::*, packet::*};
+
+const SMALL_MTU: u16 = 1400;
+
+/// The namespace and the ifindex of its small device.
+fn small_link(tag: &str) -> (common::Netns, u32) {
+    let ns = common::Netns::new(format!("pft-{}-dp-{tag}", std::process::id()));
+    let mtu = SMALL_MTU.to_string();
+    ns.ip(&[
+        "link", "add", "small", "mtu", &mtu, "type", "veth", "peer", "name", "smallp", "mtu", &mtu,
+    ]);
+    ns.ip(&["link", "set", "small", "up"]);
+    ns.ip(&["link", "set", "smallp", "up"]);
+    let out = ns.ip(&["-o", "link", "show", "small"]);
+    let ifindex = out
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex in {out:?}"));
+    (ns, ifindex)
+}
+
+/// A TCP segment of `len` bytes of L3, DF set.
+fn big_segment(
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    flags: u8,
+    len: usize,
+) -> Vec<u8> {
+    let payload = vec![0x5a; len - 40];
+    tcp_with(
+        &Ip::new(*src.ip(), *dst.ip(), PROTO_TCP).frag(IP_DF),
+        src.port(),
+        dst.port(),
+        flags,
+        &payload,
+    )
+}
+
+/// `out` is the "fragmentation needed" (MTU `mtu`) from `from` that
+/// answers `pkt`: back to its sender, quoting its first 68 bytes of L3,
+/// every checksum right.
+fn assert_frag_needed(what: &str, run: &Run, pkt: &[u8], from: std::net::Ipv4Addr, mtu: u16) {
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "{what}: the error goes back out"
+    );
+    let out = &run.out;
+    assert_eq!(&out[..6], &pkt[6..12], "{what}: to the sender's MAC");
+    assert_eq!(
+        &out[6..12],
+        &pkt[..6],
+        "{what}: from the MAC it was sent to"
+    );
+    let sender = *src_of(pkt).ip();
+    let mut want = icmp_error(
+        from,
+        sender,
+        3,
+        4,
+        [0, 0, (mtu >> 8) as u8, mtu as u8],
+        &l3(pkt)[..68],
+    );
+    // The kernel's TOS for ICMP errors (internetwork control precedence),
+    // and no IP identification.
+    want[ETH_HLEN + 1] = 0xc0;
+    want[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&[0, 0]);
+    fix_ip_csum(&mut want);
+    let mut got = out.clone();
+    got[..12].copy_from_slice(&want[..12]);
+    assert_eq!(
+        got, want,
+        "{what}: not the expected ICMP fragmentation needed"
+    );
+    assert!(ip_csum_ok(out) && icmp_csum_ok(out), "{what}: checksums");
+}
+
+#[test]
+fn a_packet_too_big_for_the_bridge_gets_fragmentation_needed() {
+    if datapath("a_packet_too_big_for_the_bridge_gets_fragmentation_needed").is_none() {
+        return;
+    }
+    let (ns, small) = small_link("mtu-fwd");
+    common::in_netns(&ns.name, move || {
+        let mut dp = datapath("a_packet_too_big_for_the_bridge_gets_fragmentation_needed")
+            .expect("a datapath");
+        dp.local(HOST);
+        dp.publish_on(WEB_SPEC, small);
+        let client = ep(CLIENT, 43_000);
+        let host = ep(HOST, 8080);
+
+        let fits = big_segment(client, host, TCP_SYN, SMALL_MTU as usize);
+        assert_eq!(
+            dp.ext(&fits).verdict,
+            TC_ACT_REDIRECT,
+            "1400 bytes fit a 1400 MTU"
+        );
+        let big = big_segment(client, host, TCP_ACK, 1500);
+        let run = dp.ext(&big);
+        assert_frag_needed(
+            "1500 bytes to a 1400 MTU bridge",
+            &run,
+            &big,
+            HOST,
+            SMALL_MTU,
+        );
+        assert_eq!(
+            dp.counter("icmp_frag_needed_sent"),
+            1,
+            "counter icmp_frag_needed_sent"
+        );
+    });
+}
+
+#[test]
+fn a_reply_too_big_for_the_clients_link_gets_fragmentation_needed() {
+    if datapath("a_reply_too_big_for_the_clients_link_gets_fragmentation_needed").is_none() {
+        return;
+    }
+    let (ns, small) = small_link("mtu-rev");
+    common::in_netns(&ns.name, move || {
+        let mut dp = standard("a_reply_too_big_for_the_clients_link_gets_fragmentation_needed")
+            .expect("a datapath");
+        let client = ep(CLIENT, 43_100);
+        let container = ep(CONTAINER, 80);
+        // The client comes in on the small link.
+        let run = dp.run_on(
+            portfwd_common::PROG_EXTERNAL_INGRESS,
+            &tcp(client, ep(HOST, 8080), TCP_SYN),
+            small,
+        );
+        assert_eq!(run.verdict, TC_ACT_REDIRECT, "the SYN");
+        let big = big_segment(container, client, TCP_ACK, 1500);
+        let run = dp.br(&big);
+        assert_frag_needed(
+            "a 1500-byte reply to a 1400 MTU link",
+            &run,
+            &big,
+            HOST,
+            SMALL_MTU,
+        );
+
+        let fits = big_segment(container, client, TCP_ACK, 1400);
+        assert_eq!(
+            dp.br(&fits).verdict,
+            TC_ACT_REDIRECT,
+            "a reply that fits goes"
+        );
+        assert_eq!(
+            *src_of(&dp.br(&fits).out).ip(),
+            HOST,
+            "and is reverse-NATed"
+        );
+    });
+}
+
+/// portfwd's own errors are rate-limited per CPU (a burst of 50, then 1 000
+/// a second); the packets it cannot answer are dropped and counted.
+#[test]
+fn fragmentation_needed_is_rate_limited() {
+    if datapath("fragmentation_needed_is_rate_limited").is_none() {
+        return;
+    }
+    let (ns, small) = small_link("mtu-rate");
+    common::in_netns(&ns.name, move || {
+        let mut dp = datapath("fragmentation_needed_is_rate_limited").expect("a datapath");
+        dp.local(HOST);
+        dp.publish_on(WEB_SPEC, small);
+        let host = ep(HOST, 8080);
+        // One CPU, one bucket.
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and
+        // sched_setaffinity only touch it and this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                0,
+                "pinning the test thread to CPU 0"
+            );
+        }
+        let started = std::time::Instant::now();
+        let tries = 300u64;
+        for i in 0..tries {
+            let big = big_segment(ep(CLIENT, 44_000 + i as u16), host, TCP_ACK, 1500);
+            let v = dp.ext(&big).verdict;
+            assert!(
+                v == TC_ACT_REDIRECT || v == TC_ACT_SHOT,
+                "try {i}: verdict {v}: an error or a drop"
+            );
+        }
+        let sent = dp.counter("icmp_frag_needed_sent");
+        let limited = dp.counter("icmp_rate_limited");
+        assert_eq!(
+            sent + limited,
+            tries,
+            "every try is an error sent or a drop counted"
+        );
+        // The burst, and one more per millisecond the loop took.
+        let most = portfwd_common::ICMP_RATE_BURST + started.elapsed().as_millis() as u64 + 1;
+        assert!(
+            (portfwd_common::ICMP_RATE_BURST..=most).contains(&sent),
+            "{sent} errors sent for {tries} tries: want the burst of {} and at most {most}",
+            portfwd_common::ICMP_RATE_BURST
+        );
+        assert_eq!(dp.counter("drop_too_big"), limited, "counter drop_too_big");
+    });
+}
