@@ -321,69 +321,23 @@ fn udp_echo(ns: &str, port: u16, max: usize) -> JoinHandle<Vec<SocketAddr>> {
     })
 }
 
-// BPF_PROG_QUERY on a cgroup: how many programs of an attach type it holds
-// itself (not inherited). aya 0.14 has no public query for cgroup sock_addr
-// programs, so this is the raw bpf(2) call; constants from linux/bpf.h.
-const BPF_PROG_QUERY: libc::c_long = 16;
-const BPF_CGROUP_INET4_BIND: u32 = 8;
-const BPF_CGROUP_INET4_CONNECT: u32 = 10;
-const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
-const BPF_CGROUP_UDP4_RECVMSG: u32 = 19;
-const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
-
-/// `union bpf_attr`, the `query` member, padded to the union's full size (the
-/// kernel also writes fields after prog_cnt, e.g. the revision).
-#[repr(C)]
-struct ProgQueryAttr {
-    target_fd: u32,
-    attach_type: u32,
-    query_flags: u32,
-    attach_flags: u32,
-    prog_ids: u64,
-    prog_cnt: u32,
-    rest: [u32; 29],
-}
-const _: () = assert!(std::mem::size_of::<ProgQueryAttr>() == 144);
-
+/// How many programs of an attach type `cgroup` holds itself (not
+/// inherited); aya 0.14 has no public query for cgroup sock_addr programs.
 fn cgroup_prog_count(cgroup: &std::path::Path, attach_type: u32) -> u32 {
+    use std::os::fd::AsFd as _;
     let dir = File::open(cgroup).unwrap_or_else(|e| panic!("open {}: {e}", cgroup.display()));
-    let mut attr = ProgQueryAttr {
-        target_fd: dir.as_raw_fd() as u32,
-        attach_type,
-        query_flags: 0,
-        attach_flags: 0,
-        prog_ids: 0,
-        prog_cnt: 0,
-        rest: [0; 29],
-    };
-    // SAFETY: bpf(BPF_PROG_QUERY) with a zeroed attr of the union's full size;
-    // with no prog_ids buffer the kernel only writes counts into attr.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            &mut attr as *mut ProgQueryAttr,
-            std::mem::size_of::<ProgQueryAttr>() as u32,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "BPF_PROG_QUERY on {}: {}",
-        cgroup.display(),
-        std::io::Error::last_os_error()
-    );
-    attr.prog_cnt
+    portfwd_sys::prog_query_count(dir.as_fd(), attach_type)
+        .unwrap_or_else(|e| panic!("BPF_PROG_QUERY on {}: {e}", cgroup.display()))
 }
 
 /// Programs attached to `cgroup` per hook, in a fixed order.
 fn cgroup_hooks(cgroup: &std::path::Path) -> Vec<(&'static str, u32)> {
     [
-        ("bind4", BPF_CGROUP_INET4_BIND),
-        ("connect4", BPF_CGROUP_INET4_CONNECT),
-        ("sendmsg4", BPF_CGROUP_UDP4_SENDMSG),
-        ("recvmsg4", BPF_CGROUP_UDP4_RECVMSG),
-        ("getpeername4", BPF_CGROUP_INET4_GETPEERNAME),
+        ("bind4", portfwd_sys::BPF_CGROUP_INET4_BIND),
+        ("connect4", portfwd_sys::BPF_CGROUP_INET4_CONNECT),
+        ("sendmsg4", portfwd_sys::BPF_CGROUP_UDP4_SENDMSG),
+        ("recvmsg4", portfwd_sys::BPF_CGROUP_UDP4_RECVMSG),
+        ("getpeername4", portfwd_sys::BPF_CGROUP_INET4_GETPEERNAME),
     ]
     .into_iter()
     .map(|(name, t)| (name, cgroup_prog_count(cgroup, t)))

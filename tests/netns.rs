@@ -334,53 +334,15 @@ fn detach_leaves_no_program_and_no_pin() {
 }
 
 /// Creates an LRU hash map with the given sizes and pins it at `path`: a map
-/// as an older portfwd with another layout would have left it. Raw bpf(2)
-/// (aya creates maps only from an object); constants from linux/bpf.h.
+/// as an older portfwd with another layout would have left it (aya creates
+/// maps only from an object).
 fn pin_map_with_layout(path: &std::path::Path, key_size: u32, value_size: u32) {
-    const BPF_MAP_CREATE: libc::c_long = 0;
-    const BPF_OBJ_PIN: libc::c_long = 6;
-    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-    // union bpf_attr is 144 bytes in 6.x; the unused tail stays zero.
-    let mut attr = [0u64; 18];
-    let words: [u32; 4] = [BPF_MAP_TYPE_LRU_HASH, key_size, value_size, 16];
-    // SAFETY: the first 16 bytes of the attr are the four u32 fields above.
-    unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), attr.as_mut_ptr().cast::<u32>(), 4) };
-    // SAFETY: bpf(2) reads `size` bytes of `attr`, which is that long.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    assert!(
-        fd >= 0,
-        "BPF_MAP_CREATE: {}",
-        std::io::Error::last_os_error()
-    );
-    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let mut attr = [0u64; 18];
-    attr[0] = cpath.as_ptr() as u64;
-    attr[1] = fd as u64; // bpf_fd (u32), file_flags 0
-                         // SAFETY: as above; `cpath` outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "BPF_OBJ_PIN {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: closing the descriptor bpf(2) returned; the pin keeps the map.
-    unsafe { libc::close(fd as i32) };
+    use std::os::fd::AsFd as _;
+    let map = portfwd_sys::map_create(portfwd_sys::BPF_MAP_TYPE_LRU_HASH, key_size, value_size, 16)
+        .unwrap_or_else(|e| panic!("BPF_MAP_CREATE: {e}"));
+    // The pin keeps the map once our descriptor closes.
+    portfwd_sys::obj_pin(map.as_fd(), path)
+        .unwrap_or_else(|e| panic!("BPF_OBJ_PIN {}: {e}", path.display()));
 }
 
 #[test]

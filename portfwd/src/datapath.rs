@@ -258,8 +258,10 @@ pub fn detach_pinned(pin: &Path) -> Result<()> {
     if !pin.exists() {
         return Ok(());
     }
-    if let Ok(fd) = bpf_obj_get(pin) {
-        bpf_link_detach(&fd).map_err(|e| Error::io(format!("detaching {}", pin.display()), e))?;
+    if let Ok(fd) = portfwd_sys::obj_get(pin) {
+        use std::os::fd::AsFd as _;
+        portfwd_sys::link_detach(fd.as_fd())
+            .map_err(|e| Error::io(format!("detaching {}", pin.display()), e))?;
     }
     match std::fs::remove_file(pin) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -267,50 +269,6 @@ pub fn detach_pinned(pin: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// `union bpf_attr`, zeroed: large enough for the commands used here, and
-/// the kernel wants every byte it does not know to be zero.
-type BpfAttr = [u64; 18];
-
-fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_long> {
-    // SAFETY: bpf(2) reads (and for some commands writes) `size` bytes of
-    // `attr`, which is exactly that long.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of::<BpfAttr>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// BPF_OBJ_GET: a descriptor for the object pinned at `path`.
-fn bpf_obj_get(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
-    const BPF_OBJ_GET: libc::c_long = 7;
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut attr: BpfAttr = [0; 18];
-    attr[0] = c.as_ptr() as u64; // pathname; bpf_fd, file_flags, path_fd 0
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: BPF_OBJ_GET returned a new descriptor we now own.
-    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
-}
-
-/// BPF_LINK_DETACH: the link's program leaves its hook; the link stays
-/// valid (and inert) until its last reference goes.
-fn bpf_link_detach(link: &std::os::fd::OwnedFd) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    let mut attr: BpfAttr = [0; 18];
-    attr[0] = link.as_raw_fd() as u32 as u64; // link_fd
-    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }
 
 /// Typed handles on the maps.

@@ -967,20 +967,9 @@ impl Rig {
 
 /// memlock of a pinned map, from the fdinfo of a descriptor opened on its pin.
 fn map_memlock(pin: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).ok()?;
-    // bpf_attr for BPF_OBJ_GET: pathname (u64), then bpf_fd, file_flags and
-    // path_fd, all zero; the kernel wants every byte after them zero too.
-    let mut attr = [0u8; 128];
-    attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-    const BPF_OBJ_GET: i64 = 7;
-    // SAFETY: bpf(BPF_OBJ_GET) reads the attr buffer of the given size.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_ptr(), attr.len()) };
-    if fd < 0 {
-        return None;
-    }
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok();
-    // SAFETY: closing the descriptor the syscall gave us.
-    unsafe { libc::close(fd as i32) };
+    use std::os::fd::AsRawFd as _;
+    let fd = portfwd_sys::obj_get(pin).ok()?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok();
     info?
         .lines()
         .find(|l| l.starts_with("memlock:"))?
