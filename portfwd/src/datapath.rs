@@ -114,7 +114,7 @@ pub fn open_mappings(state: &StateDir) -> Result<HashMap<MapData, MapKey<V4>, Ba
 /// keeps mappings, conntrack and counters. Without it the maps are private
 /// (tests).
 pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
-    let host_netns = crate::netns::cookie()?;
+    let host_netns = crate::host::netns::cookie()?;
     let mut loader = EbpfLoader::new();
     loader.override_global(GLOBAL_HOST_NETNS, &host_netns, true);
     let pins: Vec<_> = match state {

@@ -1,16 +1,10 @@
 //! portfwd's userspace: the loader and the pieces the CLI is made of, one
 //! file per concern and one file per subcommand (`cmd/`).
-pub mod bpffs;
-pub mod cgroup;
 pub mod cmd;
 pub mod datapath;
 pub mod docker;
 pub mod error;
-pub mod ifaces;
-pub mod netlink;
-pub mod netns;
-pub mod privileges;
-pub mod procnet;
+pub mod host;
 pub mod spec;
 pub mod state;
 pub mod table;

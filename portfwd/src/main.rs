@@ -3,7 +3,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use portfwd::{
-    cmd, docker, netns, privileges,
+    cmd, docker,
+    host::{netns, privileges},
     spec::{Container, Mapping, PortSelector, SpecTemplate},
     Error,
 };
@@ -162,7 +163,7 @@ fn attached_bridges() -> Vec<String> {
             state
                 .bridges()
                 .into_iter()
-                .filter_map(portfwd::ifaces::ifname)
+                .filter_map(portfwd::host::ifaces::ifname)
                 .collect()
         })
         .unwrap_or_default()

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    bpffs::BPFFS,
     error::{Error, Result},
+    host::bpffs::BPFFS,
 };
 
 /// Pinned link names: `br_<ifindex>` for a bridge, `ext_<ifindex>` for an
@@ -31,7 +31,7 @@ impl StateDir {
     }
 
     pub fn current() -> Result<Self> {
-        Ok(Self::for_cookie(crate::netns::cookie()?))
+        Ok(Self::for_cookie(crate::host::netns::cookie()?))
     }
 
     pub fn exists(&self) -> bool {

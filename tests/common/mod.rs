@@ -185,7 +185,7 @@ impl Topology {
         host.ip(&["link", "add", "docker0", "type", "bridge"]);
         host.ip(&["addr", "add", "172.30.0.1/16", "dev", "docker0"]);
         host.ip(&["link", "set", "docker0", "up"]);
-        let cgroup = portfwd::cgroup::default_root()
+        let cgroup = portfwd::host::cgroup::default_root()
             .expect("cgroup2 root")
             .join(&prefix);
         std::fs::create_dir(&cgroup).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup.display()));

@@ -4,9 +4,9 @@ use std::{fmt::Write as _, path::PathBuf};
 use portfwd_common::{PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
 
 use crate::{
-    bpffs, cgroup, datapath,
+    datapath,
     error::{Error, Result},
-    ifaces,
+    host::{bpffs, cgroup, ifaces},
     spec::{self, Mapping},
     state::StateDir,
     table,

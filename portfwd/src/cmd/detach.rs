@@ -2,7 +2,7 @@
 use crate::{
     datapath,
     error::{Error, Result},
-    ifaces,
+    host::ifaces,
     state::StateDir,
 };
 

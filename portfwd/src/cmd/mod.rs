@@ -10,7 +10,7 @@ pub mod watch;
 use crate::{
     datapath::Maps,
     error::{Error, Result},
-    ifaces,
+    host::ifaces,
     spec::Mapping,
     state::StateDir,
     table::{self, Lock},
@@ -64,7 +64,7 @@ pub(crate) fn nothing_attached(json: bool) -> String {
 
 /// Refuses mappings whose host port a host process already holds.
 pub(crate) fn check_not_held(mappings: &[Mapping]) -> Result<()> {
-    match crate::procnet::first_held(mappings.iter().map(|m| &m.host)) {
+    match crate::host::procnet::first_held(mappings.iter().map(|m| &m.host)) {
         Some((host, owner)) => Err(Error::PortInUse {
             port: host.to_string(),
             owner,

@@ -10,7 +10,7 @@ use std::{os::fd::AsRawFd as _, time::Duration};
 use crate::{
     datapath::Maps,
     error::{Error, Result},
-    ifaces,
+    host::ifaces,
     state::StateDir,
 };
 
@@ -18,8 +18,8 @@ use crate::{
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 
 fn subscribe() -> Result<std::os::fd::OwnedFd> {
-    let sock =
-        crate::netlink::socket(libc::NETLINK_ROUTE).map_err(|e| Error::io("netlink socket", e))?;
+    let sock = crate::host::netlink::socket(libc::NETLINK_ROUTE)
+        .map_err(|e| Error::io("netlink socket", e))?;
     // SAFETY: sockaddr_nl is plain data; zero is valid.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as u16;

@@ -112,7 +112,7 @@ pub fn ipv4_networks() -> Result<Vec<Network>> {
     let mut req = [0u8; IFADDRMSG];
     req[0] = libc::AF_INET as u8;
     let mut out = Vec::new();
-    crate::netlink::dump(libc::NETLINK_ROUTE, RTM_GETADDR, &req, |kind, msg| {
+    crate::host::netlink::dump(libc::NETLINK_ROUTE, RTM_GETADDR, &req, |kind, msg| {
         if kind != RTM_NEWADDR || msg.len() < IFADDRMSG {
             return;
         }

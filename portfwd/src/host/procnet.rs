@@ -41,7 +41,7 @@ fn dump(family: u8, ipproto: u8, states: u32, out: &mut Vec<Socket>) -> std::io:
     req[0] = family;
     req[1] = ipproto;
     req[4..8].copy_from_slice(&states.to_ne_bytes());
-    crate::netlink::dump(
+    crate::host::netlink::dump(
         libc::NETLINK_SOCK_DIAG,
         SOCK_DIAG_BY_FAMILY,
         &req,
