@@ -17,7 +17,7 @@ use portfwd_common::{
 };
 
 use crate::{
-    datapath::Maps,
+    bpf::Maps,
     error::{Error, Result},
     spec::{HostPort, Mapping, PortSelector},
     state::StateDir,

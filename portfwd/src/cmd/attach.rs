@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::PathBuf};
 use portfwd_common::{PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
 
 use crate::{
-    datapath,
+    bpf,
     error::{Error, Result},
     host::{bpffs, cgroup, ifaces},
     spec::{self, Mapping},
@@ -66,7 +66,7 @@ pub fn run(args: &Args) -> Result<String> {
             // Refuse before touching anything if the pinned maps are another
             // version's (`Maps::open` checks), or a new mapping would shadow
             // or be shadowed by one already published with another address.
-            table::check_free(&datapath::Maps::open(&state)?, &args.mappings, true)?;
+            table::check_free(&bpf::Maps::open(&state)?, &args.mappings, true)?;
         }
         attach_in(&state, args, &cgroup, bridge_index, &external, &ext_indices)
     });
@@ -102,28 +102,28 @@ fn attach_in(
     external: &[String],
     ext_indices: &[u32],
 ) -> Result<()> {
-    let mut ebpf = datapath::load(Some(state))?;
-    let mut maps = datapath::Maps::open(state)?;
+    let mut ebpf = bpf::load(Some(state))?;
+    let mut maps = bpf::Maps::open(state)?;
     maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
     table::rebuild_ports(&mut maps)?;
     table::add(&mut maps, &args.mappings, bridge_index, true)?;
 
-    let prog = datapath::classifier(&mut ebpf, PROG_BRIDGE_INGRESS)?;
-    datapath::attach_pinned(prog, &args.bridge, &state.bridge_link(bridge_index))?;
-    let prog = datapath::classifier(&mut ebpf, PROG_EXTERNAL_INGRESS)?;
+    let prog = bpf::classifier(&mut ebpf, PROG_BRIDGE_INGRESS)?;
+    bpf::attach_pinned(prog, &args.bridge, &state.bridge_link(bridge_index))?;
+    let prog = bpf::classifier(&mut ebpf, PROG_EXTERNAL_INGRESS)?;
     for (name, index) in external.iter().zip(ext_indices) {
-        datapath::attach_pinned(prog, name, &state.external_link(*index))?;
+        bpf::attach_pinned(prog, name, &state.external_link(*index))?;
     }
 
-    let prog = datapath::sock_addr(&mut ebpf, PROG_BIND4)?;
-    datapath::attach_cgroup_pinned(prog, cgroup, &state.cgroup_link(PROG_BIND4))?;
-    for name in datapath::LOCAL_PROGRAMS {
+    let prog = bpf::sock_addr(&mut ebpf, PROG_BIND4)?;
+    bpf::attach_cgroup_pinned(prog, cgroup, &state.cgroup_link(PROG_BIND4))?;
+    for name in bpf::LOCAL_PROGRAMS {
         let pin = state.cgroup_link(name);
         if args.no_local {
-            datapath::detach_pinned(&pin)?;
+            bpf::detach_pinned(&pin)?;
         } else {
-            let prog = datapath::sock_addr(&mut ebpf, name)?;
-            datapath::attach_cgroup_pinned(prog, cgroup, &pin)?;
+            let prog = bpf::sock_addr(&mut ebpf, name)?;
+            bpf::attach_cgroup_pinned(prog, cgroup, &pin)?;
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `portfwd detach BRIDGE`
 use crate::{
-    datapath,
+    bpf,
     error::{Error, Result},
     host::ifaces,
     state::StateDir,
@@ -21,7 +21,7 @@ pub fn run(bridge: &str) -> Result<String> {
     // the last detach removes everything, even state another portfwd
     // version left whose maps this one cannot read.
     let mut owned = Vec::new();
-    match datapath::open_mappings(&state) {
+    match bpf::open_mappings(&state) {
         Ok(mut mappings) => {
             owned = mappings
                 .iter()
@@ -36,13 +36,13 @@ pub fn run(bridge: &str) -> Result<String> {
         Err(e) if !last => return Err(e),
         Err(_) => {}
     }
-    datapath::detach_pinned(&pin)?;
+    bpf::detach_pinned(&pin)?;
     if last {
         for ext in state.externals() {
-            datapath::detach_pinned(&state.external_link(ext))?;
+            bpf::detach_pinned(&state.external_link(ext))?;
         }
         for link in state.cgroup_links() {
-            datapath::detach_pinned(&link)?;
+            bpf::detach_pinned(&link)?;
         }
         state.remove()?;
         Ok(format!(

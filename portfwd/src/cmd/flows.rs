@@ -5,7 +5,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use portfwd_common::{CT_DIR_FORWARD, CT_F_ACK, CT_F_CLOSING, CT_F_KILL, PROTO_TCP};
 use serde::Serialize;
 
-use crate::{datapath::Maps, error::Result, spec::Proto, table};
+use crate::{bpf::Maps, error::Result, spec::Proto, table};
 
 #[derive(Debug, Serialize)]
 pub struct Flow {

@@ -5,7 +5,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
 use portfwd_common::{CT_DIR_FORWARD, CT_F_CLOSING};
 use serde::Serialize;
 
-use crate::{datapath::Maps, error::Result, host::ifaces, table};
+use crate::{bpf::Maps, error::Result, host::ifaces, table};
 
 #[derive(Debug, Serialize)]
 pub struct Row {

@@ -8,7 +8,7 @@ pub mod list;
 pub mod watch;
 
 use crate::{
-    datapath::Maps,
+    bpf::Maps,
     error::{Error, Result},
     host::ifaces,
     spec::Mapping,

@@ -8,7 +8,7 @@
 use std::{os::fd::AsRawFd as _, time::Duration};
 
 use crate::{
-    datapath::Maps,
+    bpf::Maps,
     error::{Error, Result},
     host::ifaces,
     state::StateDir,

@@ -1,0 +1,89 @@
+//! Loading the eBPF object for the current network namespace, and its
+//! programs by name.
+use std::io;
+
+use aya::{
+    maps::{Array, MapData},
+    programs::{CgroupSockAddr, SchedClassifier},
+    Ebpf, EbpfLoader,
+};
+use portfwd_common::{
+    GLOBAL_HOST_NETNS, LAYOUT_VERSION, MAPS, MAP_META, META_LAYOUT, PROG_BIND4,
+    PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4, PROG_RECVMSG4,
+    PROG_SENDMSG4,
+};
+
+use crate::{
+    error::{Error, Result},
+    state::StateDir,
+};
+
+/// The cgroup sock_addr programs that serve clients on the host itself.
+pub const LOCAL_PROGRAMS: [&str; 4] = [
+    PROG_CONNECT4,
+    PROG_SENDMSG4,
+    PROG_RECVMSG4,
+    PROG_GETPEERNAME4,
+];
+
+/// Loads the object for the current network namespace (whose cookie the
+/// socket hooks compare against). With `state`, every map is opened from its
+/// pin in the state directory (or created and pinned there), so a reload
+/// keeps mappings, conntrack and counters. Without it the maps are private
+/// (tests).
+pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
+    let host_netns = crate::host::netns::cookie()?;
+    let mut loader = EbpfLoader::new();
+    loader.override_global(GLOBAL_HOST_NETNS, &host_netns, true);
+    let pins: Vec<_> = match state {
+        Some(s) => MAPS.iter().map(|m| (m.name, s.map_pin(m.name))).collect(),
+        None => Vec::new(),
+    };
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(crate::EBPF_OBJECT)
+        .map_err(|e| Error::ebpf("loading the eBPF object", e))?;
+    let mut meta: Array<&mut MapData, u64> = ebpf
+        .map_mut(MAP_META)
+        .ok_or_else(|| Error::ebpf(MAP_META, io::Error::other("map missing from object")))
+        .and_then(|m| Array::try_from(m).map_err(|e| Error::ebpf(format!("map {MAP_META}"), e)))?;
+    meta.set(META_LAYOUT, LAYOUT_VERSION, 0)
+        .map_err(|e| Error::ebpf(format!("writing {MAP_META}"), e))?;
+    for name in [PROG_EXTERNAL_INGRESS, PROG_BRIDGE_INGRESS] {
+        classifier(&mut ebpf, name)?
+            .load()
+            .map_err(|e| Error::ebpf(format!("loading program {name} (verifier)"), e))?;
+    }
+    for name in LOCAL_PROGRAMS.into_iter().chain([PROG_BIND4]) {
+        sock_addr(&mut ebpf, name)?
+            .load()
+            .map_err(|e| Error::ebpf(format!("loading program {name} (verifier)"), e))?;
+    }
+    Ok(ebpf)
+}
+
+pub fn sock_addr<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr> {
+    program(ebpf, name)
+}
+
+/// The program `name` of the object, as its type `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| {
+            Error::ebpf(
+                name.to_string(),
+                io::Error::other("program missing from object"),
+            )
+        })?
+        .try_into()
+        .map_err(|e| Error::ebpf(format!("program {name}"), e))
+}
+
+pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    program(ebpf, name)
+}
