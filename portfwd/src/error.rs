@@ -1,6 +1,6 @@
-//! The library's error type. Every variant says whether it is the caller's
-//! input that is wrong (exit code 2, nothing changed) or the system that
-//! failed (exit code 1).
+//! The library's one error tree. Every variant says whether it is the
+//! caller's input that is wrong (exit code 2, nothing changed) or the system
+//! that failed (exit code 1).
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,9 @@ pub enum Error {
         found: String,
         expected: String,
     },
+    /// Resolving a container name through the Docker engine.
+    #[error(transparent)]
+    Docker(#[from] crate::docker::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -71,7 +74,11 @@ impl Error {
     /// True if the error is the caller's (bad input or environment the caller
     /// must fix) rather than a failure while acting.
     pub fn is_usage(&self) -> bool {
-        !matches!(self, Self::Io { .. } | Self::Ebpf { .. })
+        match self {
+            Self::Docker(e) => e.is_usage(),
+            Self::Io { .. } | Self::Ebpf { .. } => false,
+            _ => true,
+        }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
