@@ -1,10 +1,10 @@
 //! portfwd's userspace: the loader and the pieces the CLI is made of, one
 //! file per concern and one file per subcommand (`cmd/`).
 pub mod bpf;
-pub mod cmd;
 pub mod docker;
 pub mod error;
 pub mod host;
+pub mod ops;
 pub mod spec;
 pub mod state;
 pub mod table;

@@ -3,8 +3,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use portfwd::{
-    cmd, docker,
+    docker,
     host::{netns, privileges},
+    ops,
     spec::{Container, Mapping, PortSelector, SpecTemplate},
     Error,
 };
@@ -205,7 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             no_local,
             force,
             ..
-        } => cmd::attach::run(&cmd::attach::Args {
+        } => ops::attach::run(&ops::attach::Args {
             bridge,
             mappings,
             external,
@@ -213,15 +214,15 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             no_local,
             force,
         })?,
-        Command::Detach { bridge } => cmd::detach::run(&bridge)?,
-        Command::Add { replace, force, .. } => cmd::add::run(&cmd::add::Args {
+        Command::Detach { bridge } => ops::detach::run(&bridge)?,
+        Command::Add { replace, force, .. } => ops::add::run(&ops::add::Args {
             mappings,
             replace,
             force,
         })?,
-        Command::Del { kill, .. } => cmd::del::run(&selectors, kill)?,
-        Command::List { json } => cmd::list::run(json)?,
-        Command::Flows { json } => cmd::flows::run(json)?,
-        Command::Watch { timeout } => cmd::watch::run(timeout.map(std::time::Duration::from_secs))?,
+        Command::Del { kill, .. } => ops::del::run(&selectors, kill)?,
+        Command::List { json } => ops::list::run(json)?,
+        Command::Flows { json } => ops::flows::run(json)?,
+        Command::Watch { timeout } => ops::watch::run(timeout.map(std::time::Duration::from_secs))?,
     })
 }
