@@ -1,5 +1,7 @@
-//! portfwd's userspace: the loader and the pieces the CLI is made of, one
-//! file per concern and one file per subcommand (`cmd/`).
+//! portfwd's userspace as a library: the operations (`ops`) with typed
+//! results for every front end (the CLI in main.rs and cli/), over the eBPF
+//! side (`bpf`), the host (`host`), Docker (`docker`), SPECs (`spec`), the
+//! mapping table (`table`) and the pinned state (`state`).
 pub mod bpf;
 pub mod docker;
 pub mod error;

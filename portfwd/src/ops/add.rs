@@ -1,43 +1,54 @@
-//! `portfwd add [--replace] [--force] SPEC...`
-use std::fmt::Write as _;
+//! Publishing more ports on an attached namespace.
+use std::collections::BTreeMap;
 
-use crate::{error::Result, spec::Mapping, table};
+use crate::{
+    error::Result,
+    spec::{self, Mapping, SpecTemplate},
+    table,
+};
 
-pub struct Args {
-    pub mappings: Vec<Mapping>,
+#[derive(Clone, Debug, Default)]
+pub struct AddRequest {
+    /// The network namespace to act in (/var/run/netns/NAME); None: this one.
+    pub netns: Option<String>,
+    pub specs: Vec<SpecTemplate>,
     /// Re-point host ports that are already published.
     pub replace: bool,
     /// Publish even if a host process holds the port.
     pub force: bool,
 }
 
+#[derive(Clone, Debug)]
+pub struct AddReport {
+    /// In the order of the request.
+    pub added: Vec<Mapping>,
+}
+
 /// Adds mappings to the attached namespace; they apply from the next packet.
 /// With `replace`, a published port is re-pointed: new TCP connections go to
 /// the new endpoint while established ones finish on the old one; UDP follows
 /// at once.
-pub fn run(args: &Args) -> Result<String> {
-    crate::spec::check_unique(&args.mappings)?;
+pub fn add(req: &AddRequest) -> Result<AddReport> {
+    super::check_specs(&req.specs)?;
+    super::enter(req.netns.as_deref())?;
+    let mappings = super::resolve_specs(&req.specs, super::attached_bridges)?;
+    spec::check_unique(&mappings)?;
     let mut at = super::open_attached()?;
-    table::check_free(&at.maps, &args.mappings, args.replace)?;
-    if !args.force {
-        super::check_not_held(&args.mappings)?;
+    table::check_free(&at.maps, &mappings, req.replace)?;
+    if !req.force {
+        super::check_not_held(&mappings)?;
     }
     // Resolve every bridge before changing anything.
     let bridges = at.state.bridges();
-    let mut by_bridge: std::collections::BTreeMap<u32, Vec<crate::spec::Mapping>> =
-        Default::default();
-    for m in &args.mappings {
+    let mut by_bridge: BTreeMap<u32, Vec<Mapping>> = BTreeMap::new();
+    for m in &mappings {
         by_bridge
             .entry(super::bridge_for(&bridges, &at.networks, m)?)
             .or_default()
             .push(*m);
     }
     for (bridge, mappings) in &by_bridge {
-        table::add(&mut at.maps, mappings, *bridge, args.replace)?;
+        table::add(&mut at.maps, mappings, *bridge, req.replace)?;
     }
-    let mut out = String::new();
-    for m in &args.mappings {
-        let _ = writeln!(out, "added {m}");
-    }
-    Ok(out)
+    Ok(AddReport { added: mappings })
 }

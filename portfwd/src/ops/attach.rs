@@ -1,5 +1,6 @@
-//! `portfwd attach BRIDGE [--map SPEC]... [--external IFACE]... [--cgroup PATH] [--no-local] [--force]`
-use std::{fmt::Write as _, path::PathBuf};
+//! Attaching to a bridge: programs on the bridge and the external
+//! interfaces, socket hooks on a cgroup, and the first mappings.
+use std::path::PathBuf;
 
 use portfwd_common::{PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
 
@@ -7,14 +8,18 @@ use crate::{
     bpf,
     error::{Error, Result},
     host::{bpffs, cgroup, ifaces},
-    spec::{self, Mapping},
+    spec::{self, Mapping, SpecTemplate},
     state::StateDir,
     table,
 };
 
-pub struct Args {
+#[derive(Clone, Debug, Default)]
+pub struct AttachRequest {
+    /// The network namespace to act in (/var/run/netns/NAME); None: this one.
+    pub netns: Option<String>,
+    /// The bridge the containers are on.
     pub bridge: String,
-    pub mappings: Vec<Mapping>,
+    pub specs: Vec<SpecTemplate>,
     /// Empty: the interfaces that carry a default route.
     pub external: Vec<String>,
     /// Where the socket hooks attach (default: the cgroup2 root).
@@ -25,37 +30,53 @@ pub struct Args {
     pub force: bool,
 }
 
+#[derive(Clone, Debug)]
+pub struct AttachReport {
+    pub bridge: String,
+    pub bridge_index: u32,
+    pub external: Vec<String>,
+    /// The external interfaces were the default-route ones (none was named).
+    pub external_defaulted: bool,
+    /// The cgroup the socket hooks serve, or None with `no_local`.
+    pub local_cgroup: Option<PathBuf>,
+    /// The mappings added or re-pointed, in the order of the request.
+    pub mappings: Vec<Mapping>,
+}
+
 /// Validates everything, then attaches. On a bridge that is already attached
 /// the programs are swapped in place and the given mappings added to (or
 /// re-pointed in) the table; maps, conntrack and counters are kept.
-pub fn run(args: &Args) -> Result<String> {
-    spec::check_unique(&args.mappings)?;
-    let bridge_index = ifaces::require_ethernet(&args.bridge)?;
-    let (external, defaulted) = if args.external.is_empty() {
+pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
+    super::check_specs(&req.specs)?;
+    super::enter(req.netns.as_deref())?;
+    let mappings = super::resolve_specs(&req.specs, || vec![req.bridge.clone()])?;
+    spec::check_unique(&mappings)?;
+    let bridge_index = ifaces::require_ethernet(&req.bridge)?;
+    let (external, defaulted) = if req.external.is_empty() {
         let found = ifaces::default_route_interfaces()?;
-        let found: Vec<String> = found.into_iter().filter(|i| *i != args.bridge).collect();
+        let found: Vec<String> = found.into_iter().filter(|i| *i != req.bridge).collect();
         if found.is_empty() {
             return Err(Error::NoDefaultRoute);
         }
         (found, true)
     } else {
-        (args.external.clone(), false)
+        (req.external.clone(), false)
     };
     let mut ext_indices = Vec::new();
     for name in &external {
-        if *name == args.bridge {
+        if *name == req.bridge {
             return Err(Error::BridgeIsExternal(name.clone()));
         }
         ext_indices.push(ifaces::require_ethernet(name)?);
     }
     bpffs::ensure_mounted()?;
-    let cgroup = match &args.cgroup {
+    let cgroup = match &req.cgroup {
         Some(path) => path.clone(),
         None => cgroup::default_root()?,
     };
     cgroup::require_cgroup2(&cgroup)?;
-    if !args.force {
-        super::check_not_held(&args.mappings)?;
+    if !req.force {
+        super::check_not_held(&mappings)?;
     }
 
     let state = StateDir::current()?;
@@ -66,37 +87,36 @@ pub fn run(args: &Args) -> Result<String> {
             // Refuse before touching anything if the pinned maps are another
             // version's (`Maps::open` checks), or a new mapping would shadow
             // or be shadowed by one already published with another address.
-            table::check_free(&bpf::Maps::open(&state)?, &args.mappings, true)?;
+            table::check_free(&bpf::Maps::open(&state)?, &mappings, true)?;
         }
-        attach_in(&state, args, &cgroup, bridge_index, &external, &ext_indices)
+        attach_in(
+            &state,
+            req,
+            &mappings,
+            &cgroup,
+            bridge_index,
+            &external,
+            &ext_indices,
+        )
     });
     if result.is_err() && fresh {
         let _ = state.remove();
     }
     result?;
-
-    let mut out = String::new();
-    let how = if defaulted { " (default route)" } else { "" };
-    let _ = writeln!(
-        out,
-        "attached to {} (index {bridge_index}); external: {}{how}",
-        args.bridge,
-        external.join(", ")
-    );
-    if args.no_local {
-        let _ = writeln!(out, "host-local access: off (--no-local)");
-    } else {
-        let _ = writeln!(out, "host-local access: cgroup {}", cgroup.display());
-    }
-    for m in &args.mappings {
-        let _ = writeln!(out, "  {m}");
-    }
-    Ok(out)
+    Ok(AttachReport {
+        bridge: req.bridge.clone(),
+        bridge_index,
+        external,
+        external_defaulted: defaulted,
+        local_cgroup: (!req.no_local).then_some(cgroup),
+        mappings,
+    })
 }
 
 fn attach_in(
     state: &StateDir,
-    args: &Args,
+    req: &AttachRequest,
+    mappings: &[Mapping],
     cgroup: &std::path::Path,
     bridge_index: u32,
     external: &[String],
@@ -106,10 +126,10 @@ fn attach_in(
     let mut maps = bpf::Maps::open(state)?;
     maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
     table::rebuild_ports(&mut maps)?;
-    table::add(&mut maps, &args.mappings, bridge_index, true)?;
+    table::add(&mut maps, mappings, bridge_index, true)?;
 
     let prog = bpf::classifier(&mut ebpf, PROG_BRIDGE_INGRESS)?;
-    bpf::attach_pinned(prog, &args.bridge, &state.bridge_link(bridge_index))?;
+    bpf::attach_pinned(prog, &req.bridge, &state.bridge_link(bridge_index))?;
     let prog = bpf::classifier(&mut ebpf, PROG_EXTERNAL_INGRESS)?;
     for (name, index) in external.iter().zip(ext_indices) {
         bpf::attach_pinned(prog, name, &state.external_link(*index))?;
@@ -119,7 +139,7 @@ fn attach_in(
     bpf::attach_cgroup_pinned(prog, cgroup, &state.cgroup_link(PROG_BIND4))?;
     for name in bpf::LOCAL_PROGRAMS {
         let pin = state.cgroup_link(name);
-        if args.no_local {
+        if req.no_local {
             bpf::detach_pinned(&pin)?;
         } else {
             let prog = bpf::sock_addr(&mut ebpf, name)?;

@@ -1,21 +1,37 @@
-//! `portfwd del [--kill] [HOST_IP:]HOST_PORT[-END][/tcp|/udp]...`
-use std::fmt::Write as _;
+//! Unpublishing ports.
+use crate::{
+    error::Result,
+    spec::{HostPort, PortSelector},
+    table,
+};
 
-use crate::{error::Result, spec::PortSelector, table};
+#[derive(Clone, Debug, Default)]
+pub struct DelRequest {
+    /// The network namespace to act in (/var/run/netns/NAME); None: this one.
+    pub netns: Option<String>,
+    /// Each must match at least one published port.
+    pub ports: Vec<PortSelector>,
+    /// Also end the flows in progress.
+    pub kill: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct DelReport {
+    /// In host-port order.
+    pub removed: Vec<HostPort>,
+    /// Their flows were ended (`kill`).
+    pub killed: bool,
+}
 
 /// Removes mappings. New connections to those ports get the host's normal
 /// answer from the next packet on; established flows drain, or with `kill`
 /// are reset.
-pub fn run(selectors: &[PortSelector], kill: bool) -> Result<String> {
+pub fn del(req: &DelRequest) -> Result<DelReport> {
+    super::enter(req.netns.as_deref())?;
     let mut at = super::open_attached()?;
-    let removed = table::remove(&mut at.maps, selectors, kill)?;
-    let mut out = String::new();
-    for h in &removed {
-        let _ = writeln!(
-            out,
-            "removed {h}{}",
-            if kill { " (flows killed)" } else { "" }
-        );
-    }
-    Ok(out)
+    let removed = table::remove(&mut at.maps, &req.ports, req.kill)?;
+    Ok(DelReport {
+        removed,
+        killed: req.kill,
+    })
 }

@@ -1,4 +1,5 @@
-//! `portfwd detach BRIDGE`
+//! Detaching a bridge, and with the last one everything portfwd made in the
+//! namespace.
 use crate::{
     bpf,
     error::{Error, Result},
@@ -6,10 +7,31 @@ use crate::{
     state::StateDir,
 };
 
+#[derive(Clone, Debug, Default)]
+pub struct DetachRequest {
+    /// The network namespace to act in (/var/run/netns/NAME); None: this one.
+    pub netns: Option<String>,
+    pub bridge: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DetachReport {
+    /// Other bridges stay attached; this one's mappings were removed.
+    Bridge {
+        bridge: String,
+        mappings_removed: usize,
+    },
+    /// It was the last bridge: every program, link, map and pin portfwd made
+    /// in the namespace is gone.
+    Everything { bridge: String },
+}
+
 /// Removes the bridge's program and its mappings. When no bridge is left in
 /// the namespace, also the external programs, the maps and the directory:
 /// nothing portfwd made remains.
-pub fn run(bridge: &str) -> Result<String> {
+pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
+    super::enter(req.netns.as_deref())?;
+    let bridge = req.bridge.as_str();
     let index = ifaces::ifindex(bridge)?;
     let state = StateDir::current()?;
     let pin = state.bridge_link(index);
@@ -37,6 +59,7 @@ pub fn run(bridge: &str) -> Result<String> {
         Err(_) => {}
     }
     bpf::detach_pinned(&pin)?;
+    let bridge = bridge.to_string();
     if last {
         for ext in state.externals() {
             bpf::detach_pinned(&state.external_link(ext))?;
@@ -45,13 +68,11 @@ pub fn run(bridge: &str) -> Result<String> {
             bpf::detach_pinned(&link)?;
         }
         state.remove()?;
-        Ok(format!(
-            "detached {bridge}; removed all portfwd state in this namespace\n"
-        ))
+        Ok(DetachReport::Everything { bridge })
     } else {
-        Ok(format!(
-            "detached {bridge} ({} mappings removed)\n",
-            owned.len()
-        ))
+        Ok(DetachReport::Bridge {
+            bridge,
+            mappings_removed: owned.len(),
+        })
     }
 }

@@ -1,7 +1,6 @@
-//! `portfwd flows [--json]`: the conntrack entries, one row per flow.
+//! The conntrack entries, one row per flow.
 use std::net::Ipv4Addr;
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use portfwd_common::{CT_DIR_FORWARD, CT_F_ACK, CT_F_CLOSING, CT_F_KILL, PROTO_TCP};
 use serde::Serialize;
 
@@ -33,7 +32,7 @@ fn endpoint(addr_be: u32, port_be: u16) -> String {
 }
 
 pub fn collect(maps: &Maps) -> Vec<Flow> {
-    let now = super::list::monotonic_ns();
+    let now = super::monotonic_ns();
     let mut out = Vec::new();
     for (key, e) in maps.conntrack.iter().filter_map(|r| r.ok()) {
         if e.dir != CT_DIR_FORWARD || e.expires_ns <= now {
@@ -72,37 +71,28 @@ pub fn collect(maps: &Maps) -> Vec<Flow> {
     out
 }
 
-pub fn run(json: bool) -> Result<String> {
+#[derive(Clone, Debug, Default)]
+pub struct FlowsRequest {
+    /// The network namespace to act in (/var/run/netns/NAME); None: this one.
+    pub netns: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct FlowsReport {
+    /// False: nothing is attached in the namespace (and `flows` is empty).
+    pub attached: bool,
+    /// By host side, then client.
+    pub flows: Vec<Flow>,
+}
+
+/// The conntrack entries, one per flow.
+pub fn flows(req: &FlowsRequest) -> Result<FlowsReport> {
+    super::enter(req.netns.as_deref())?;
     let Some(maps) = super::open_read_only()? else {
-        return Ok(super::nothing_attached(json));
+        return Ok(FlowsReport::default());
     };
-    let flows = collect(&maps);
-    if json {
-        return Ok(serde_json::to_string_pretty(&flows).expect("plain data serialises") + "\n");
-    }
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "PROTO",
-        "CLIENT",
-        "HOST",
-        "CONTAINER",
-        "STATE",
-        "AGE",
-        "BYTES IN/OUT",
-    ]);
-    for f in &flows {
-        t.add_row([
-            f.proto.clone(),
-            f.client.clone(),
-            f.host.clone(),
-            match &f.container_sees {
-                Some(seen) => format!("{} (sees {seen})", f.container),
-                None => f.container.clone(),
-            },
-            f.state.clone(),
-            format!("{:.1}s", f.age_s),
-            format!("{}/{}", f.bytes_in, f.bytes_out),
-        ]);
-    }
-    Ok(format!("{t}\n"))
+    Ok(FlowsReport {
+        attached: true,
+        flows: collect(&maps),
+    })
 }

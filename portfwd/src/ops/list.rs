@@ -1,7 +1,6 @@
-//! `portfwd list [--json]`: the mapping table with the kernel's counters.
-use std::{fmt::Write as _, net::Ipv4Addr};
+//! The mapping table with the kernel's counters, one row per mapping.
+use std::net::Ipv4Addr;
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
 use portfwd_common::{CT_DIR_FORWARD, CT_F_CLOSING};
 use serde::Serialize;
 
@@ -28,19 +27,8 @@ pub struct Row {
     pub active_flows: u64,
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 pub fn rows(maps: &Maps) -> Vec<Row> {
-    let now = monotonic_ns();
+    let now = super::monotonic_ns();
     let live: Vec<_> = maps
         .conntrack
         .iter()
@@ -76,51 +64,31 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
         .collect()
 }
 
-pub fn run(json: bool) -> Result<String> {
+#[derive(Clone, Debug, Default)]
+pub struct ListRequest {
+    /// The network namespace to act in (/var/run/netns/NAME); None: this one.
+    pub netns: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ListReport {
+    /// False: nothing is attached in the namespace (and the rest is empty).
+    pub attached: bool,
+    /// One per mapping, in host-port order.
+    pub rows: Vec<Row>,
+    /// The datapath's counters by name, summed over CPUs, zeros included.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+/// The mapping table with the kernel's counters.
+pub fn list(req: &ListRequest) -> Result<ListReport> {
+    super::enter(req.netns.as_deref())?;
     let Some(maps) = super::open_read_only()? else {
-        return Ok(super::nothing_attached(json));
+        return Ok(ListReport::default());
     };
-    let rows = rows(&maps);
-    if json {
-        return Ok(serde_json::to_string_pretty(&rows).expect("plain data serialises") + "\n");
-    }
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "PROTO",
-        "HOST",
-        "CONTAINER",
-        "BRIDGE",
-        "PACKETS IN/OUT",
-        "BYTES IN/OUT",
-        "CONNS",
-        "ACTIVE",
-    ]);
-    for r in &rows {
-        t.add_row([
-            r.proto.clone(),
-            format!("{}:{}", r.host_ip, r.host_port),
-            format!("{}:{}", r.container_ip, r.container_port),
-            r.bridge.clone(),
-            format!("{}/{}", r.packets_in, r.packets_out),
-            format!("{}/{}", r.bytes_in, r.bytes_out),
-            r.connections.to_string(),
-            r.active_flows.to_string(),
-        ]);
-    }
-    for col in 4..8 {
-        if let Some(c) = t.column_mut(col) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    let mut out = format!("{t}\n");
-    let counters: Vec<String> = maps
-        .counters()
-        .into_iter()
-        .filter(|(_, v)| *v > 0)
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect();
-    if !counters.is_empty() {
-        let _ = writeln!(out, "datapath: {}", counters.join(" "));
-    }
-    Ok(out)
+    Ok(ListReport {
+        attached: true,
+        rows: rows(&maps),
+        counters: maps.counters(),
+    })
 }

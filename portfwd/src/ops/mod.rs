@@ -1,4 +1,17 @@
-//! One file per subcommand, plus what they share.
+//! The operations (attach, detach, add, del, list, flows, watch) as a
+//! library: each takes a request and returns a typed report for a front end
+//! to print (the CLI today; a Docker userland-proxy, a CNI plugin and `watch`
+//! are meant to be as thin). Errors are `crate::Error`, whose `is_usage()`
+//! tells the caller's mistakes (exit 2, nothing changed) from failures.
+//!
+//! Every operation keeps one order, so that bad input never changes anything:
+//! 1. check the input that needs nothing outside itself (SPECs are parsed by
+//!    the front end into `SpecTemplate`s; a host port given twice is refused);
+//! 2. check privileges and the kernel;
+//! 3. enter the network namespace (`netns`): setns moves only the calling
+//!    thread, so call operations from a single-threaded process;
+//! 4. resolve container names (the Docker client starts no thread);
+//! 5. change things.
 pub mod add;
 pub mod attach;
 pub mod del;
@@ -7,14 +20,76 @@ pub mod flows;
 pub mod list;
 pub mod watch;
 
+pub use add::{add, AddReport, AddRequest};
+pub use attach::{attach, AttachReport, AttachRequest};
+pub use del::{del, DelReport, DelRequest};
+pub use detach::{detach, DetachReport, DetachRequest};
+pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
+pub use list::{list, ListReport, ListRequest, Row};
+pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};
+
 use crate::{
     bpf::Maps,
+    docker,
     error::{Error, Result},
-    host::ifaces,
-    spec::Mapping,
+    host::{ifaces, netns, privileges},
+    spec::{self, Container, Mapping, SpecTemplate},
     state::StateDir,
     table::{self, Lock},
 };
+
+/// Steps 2 and 3: privileges, kernel, then the namespace (with `-n`).
+fn enter(netns_name: Option<&str>) -> Result<()> {
+    privileges::check(netns_name.is_some())?;
+    privileges::check_kernel()?;
+    if let Some(name) = netns_name {
+        netns::enter(name)?;
+    }
+    Ok(())
+}
+
+/// Step 1 for SPECs: a host port given twice is refused.
+fn check_specs(specs: &[SpecTemplate]) -> Result<()> {
+    spec::check_unique_hosts(specs.iter().flat_map(|s| s.host_ports()))
+}
+
+/// Step 4: the mappings of `specs`, each container name resolved once
+/// through the Docker engine (which is asked only if a SPEC names a
+/// container). A container on several networks is taken at its address on
+/// one of `bridges` when it has one there.
+fn resolve_specs(
+    specs: &[SpecTemplate],
+    bridges: impl FnOnce() -> Vec<String>,
+) -> Result<Vec<Mapping>> {
+    let names: Vec<&str> = specs.iter().filter_map(|s| s.container_name()).collect();
+    let addrs = if names.is_empty() {
+        Default::default()
+    } else {
+        docker::resolve(docker::DEFAULT_SOCKET, names, &bridges())?
+    };
+    let mut all = Vec::new();
+    for spec in specs {
+        let ip = match &spec.container {
+            Container::Ip(ip) => *ip,
+            Container::Name(name) => addrs[name],
+        };
+        all.extend(spec.resolve(ip)?.mappings);
+    }
+    Ok(all)
+}
+
+/// The names of the bridges attached in the current network namespace.
+fn attached_bridges() -> Vec<String> {
+    StateDir::current()
+        .map(|state| {
+            state
+                .bridges()
+                .into_iter()
+                .filter_map(ifaces::ifname)
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// The namespace's attached state, locked for a change.
 pub(crate) struct Attached {
@@ -44,22 +119,13 @@ pub(crate) fn open_attached() -> Result<Attached> {
 }
 
 /// The maps of the attached namespace for a command that only reads them,
-/// or None if nothing is attached (see `nothing_attached`).
+/// or None if nothing is attached.
 pub(crate) fn open_read_only() -> Result<Option<Maps>> {
     let state = StateDir::current()?;
     if !state.exists() {
         return Ok(None);
     }
     Maps::open(&state).map(Some)
-}
-
-/// What `list` and `flows` print when nothing is attached.
-pub(crate) fn nothing_attached(json: bool) -> String {
-    if json {
-        "[]\n".into()
-    } else {
-        "nothing attached in this network namespace\n".into()
-    }
 }
 
 /// Refuses mappings whose host port a host process already holds.
@@ -93,4 +159,16 @@ pub(crate) fn bridge_for(
         ([one], _) | ([], [one]) => Ok(*one),
         _ => Err(Error::NoBridgeFor(m.container_ip.to_string())),
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns (conntrack
+/// timestamps).
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

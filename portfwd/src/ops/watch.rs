@@ -1,4 +1,4 @@
-//! `portfwd watch`: keeps the map of host addresses current as addresses
+//! `watch`: keeps the map of host addresses current as addresses
 //! come and go, by following rtnetlink's IPv4 address notifications.
 //!
 //! Every portfwd command already re-reads the addresses; `watch` is for hosts
@@ -55,8 +55,41 @@ fn subscribe() -> Result<std::os::fd::OwnedFd> {
     Ok(sock)
 }
 
-/// Runs until the namespace is detached (or `max` elapses, for tests).
-pub fn run(max: Option<Duration>) -> Result<String> {
+#[derive(Clone, Debug, Default)]
+pub struct WatchRequest {
+    /// The network namespace to act in (/var/run/netns/NAME); None: this one.
+    pub netns: Option<String>,
+    /// Stop after this long (for tests); None: until detached.
+    pub timeout: Option<Duration>,
+}
+
+/// What `watch` tells while it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The first sync is done: the map holds this many host addresses.
+    Tracking { addresses: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The namespace was detached.
+    Detached,
+    /// `timeout` elapsed, after this long.
+    TimedOut(Duration),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchReport {
+    pub end: WatchEnd,
+    /// How many times the address map was re-read, the first time included.
+    pub syncs: u64,
+}
+
+/// Runs until the namespace is detached (or `timeout` elapses), telling
+/// `on_event` what it does.
+pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result<WatchReport> {
+    super::enter(req.netns.as_deref())?;
+    let max = req.timeout;
     let state = StateDir::current()?;
     if !state.exists() {
         return Err(Error::NothingAttached);
@@ -69,20 +102,23 @@ pub fn run(max: Option<Duration>) -> Result<String> {
         maps.sync_local_addrs(&addrs)?;
         Ok(addrs.len())
     };
-    let n = sync()?;
-    eprintln!("portfwd watch: tracking {n} host addresses");
+    let addresses = sync()?;
+    on_event(WatchEvent::Tracking { addresses });
     let start = std::time::Instant::now();
     let mut buf = vec![0u8; 64 << 10];
     let mut syncs = 1u64;
     loop {
         if !state.exists() {
-            return Ok(format!("namespace detached; {syncs} address syncs\n"));
+            return Ok(WatchReport {
+                end: WatchEnd::Detached,
+                syncs,
+            });
         }
         if max.is_some_and(|m| start.elapsed() >= m) {
-            return Ok(format!(
-                "stopped after {:?}; {syncs} address syncs\n",
-                start.elapsed()
-            ));
+            return Ok(WatchReport {
+                end: WatchEnd::TimedOut(start.elapsed()),
+                syncs,
+            });
         }
         // SAFETY: recv into a buffer of the given length.
         let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };

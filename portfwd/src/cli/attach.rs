@@ -1,0 +1,63 @@
+//! `portfwd attach BRIDGE [--map SPEC]... [--external IFACE]... [--cgroup PATH] [--no-local] [--force]`
+use std::{fmt::Write as _, path::PathBuf};
+
+use portfwd::{ops, Error};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The bridge the containers are on (e.g. docker0).
+    bridge: String,
+    /// [HOST_IP:]HOST_PORT=CONTAINER_IP:CONTAINER_PORT[/tcp|/udp]; ranges as 8000-8009=IP:8000-8009;
+    /// CONTAINER_IP may be a Docker container name or id.
+    #[arg(long = "map", value_name = "SPEC")]
+    maps: Vec<String>,
+    /// Interface where outside clients arrive (default: those with a default route).
+    #[arg(long = "external", value_name = "IFACE")]
+    external: Vec<String>,
+    /// cgroup2 directory for the socket hooks (default: the cgroup2 root).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+    /// Do not serve clients on the host itself (no cgroup socket hooks; containers and remote clients are served either way).
+    #[arg(long)]
+    no_local: bool,
+    /// Publish even if a host process holds the port.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
+    let report = ops::attach(&ops::AttachRequest {
+        netns,
+        specs: super::parse_specs(&args.maps)?,
+        bridge: args.bridge,
+        external: args.external,
+        cgroup: args.cgroup,
+        no_local: args.no_local,
+        force: args.force,
+    })?;
+    let mut out = String::new();
+    let how = if report.external_defaulted {
+        " (default route)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "attached to {} (index {}); external: {}{how}",
+        report.bridge,
+        report.bridge_index,
+        report.external.join(", ")
+    );
+    match &report.local_cgroup {
+        None => {
+            let _ = writeln!(out, "host-local access: off (--no-local)");
+        }
+        Some(cgroup) => {
+            let _ = writeln!(out, "host-local access: cgroup {}", cgroup.display());
+        }
+    }
+    for m in &report.mappings {
+        let _ = writeln!(out, "  {m}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,33 @@
+//! `portfwd del [--kill] [HOST_IP:]HOST_PORT[-END][/tcp|/udp]...`
+use std::fmt::Write as _;
+
+use portfwd::{ops, Error};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also end the flows in progress.
+    #[arg(long)]
+    kill: bool,
+    /// [HOST_IP:]HOST_PORT[-END][/tcp|/udp]
+    #[arg(required = true, value_name = "PORT")]
+    ports: Vec<String>,
+}
+
+pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
+    let ports = args
+        .ports
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = ops::del(&ops::DelRequest {
+        netns,
+        ports,
+        kill: args.kill,
+    })?;
+    let how = if report.killed { " (flows killed)" } else { "" };
+    let mut out = String::new();
+    for h in &report.removed {
+        let _ = writeln!(out, "removed {h}{how}");
+    }
+    Ok(out)
+}
