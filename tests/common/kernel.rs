@@ -1,0 +1,49 @@
+//! What the kernel holds: the programs on an interface's TCX ingress and on
+//! a cgroup's socket hooks.
+use std::fs::File;
+
+use super::in_netns;
+
+/// The ids of the TCX ingress programs on `iface` in namespace `ns`.
+pub fn tcx_ingress_programs(ns: &str, iface: &'static str) -> Vec<u32> {
+    in_netns(ns, move || match aya::programs::SchedClassifier::query_tcx(
+        iface,
+        aya::programs::TcAttachType::Ingress,
+    ) {
+        Ok((_, progs)) => progs.iter().map(|p| p.id()).collect(),
+        Err(e) => panic!("query tcx on {iface}: {e}"),
+    })
+}
+
+/// How many programs of an attach type `cgroup` holds itself (not
+/// inherited); aya 0.14 has no public query for cgroup sock_addr programs.
+pub fn cgroup_prog_count(cgroup: &std::path::Path, attach_type: u32) -> u32 {
+    use std::os::fd::AsFd as _;
+    let dir = File::open(cgroup).unwrap_or_else(|e| panic!("open {}: {e}", cgroup.display()));
+    portfwd_sys::prog_query_count(dir.as_fd(), attach_type)
+        .unwrap_or_else(|e| panic!("BPF_PROG_QUERY on {}: {e}", cgroup.display()))
+}
+
+/// Programs attached to `cgroup` per hook, in a fixed order.
+pub fn cgroup_hooks(cgroup: &std::path::Path) -> Vec<(&'static str, u32)> {
+    [
+        ("bind4", portfwd_sys::BPF_CGROUP_INET4_BIND),
+        ("connect4", portfwd_sys::BPF_CGROUP_INET4_CONNECT),
+        ("sendmsg4", portfwd_sys::BPF_CGROUP_UDP4_SENDMSG),
+        ("recvmsg4", portfwd_sys::BPF_CGROUP_UDP4_RECVMSG),
+        ("getpeername4", portfwd_sys::BPF_CGROUP_INET4_GETPEERNAME),
+    ]
+    .into_iter()
+    .map(|(name, t)| (name, cgroup_prog_count(cgroup, t)))
+    .collect()
+}
+
+pub fn hooks(bind4: u32, local: u32) -> Vec<(&'static str, u32)> {
+    vec![
+        ("bind4", bind4),
+        ("connect4", local),
+        ("sendmsg4", local),
+        ("recvmsg4", local),
+        ("getpeername4", local),
+    ]
+}

@@ -1,0 +1,265 @@
+//! Throwaway topologies: network namespaces with unique names, a guard that
+//! tears each down (portfwd state included) when dropped, also when the test
+//! panics, and ways to run code and commands inside them. Nothing is created
+//! in the root network namespace: veth pairs are created directly inside the
+//! test namespaces with `ip -n`.
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    process::{Command, Output},
+    sync::atomic::{AtomicUsize, Ordering},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use super::ok;
+
+pub const PORTFWD: &str = env!("CARGO_BIN_EXE_portfwd");
+
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+pub const HOST_EXT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
+
+/// The address of container `i` on the bridge.
+pub fn container_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 30, 0, 10 + i as u8)
+}
+
+/// Runs a command; panics with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn unique_prefix(tag: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("pft-{}-{n}-{tag}", std::process::id())
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns`. Sockets
+/// created there belong to `ns` for good and may be used from any thread.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in(ns, f)
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Like `in_netns` but returns the thread's handle.
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on an open netns fd; it moves only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// A network namespace deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Self {
+        sh(&["ip", "netns", "add", &name]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Self { name }
+    }
+
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.name))
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let out = self.exec(&["sysctl", "-qw", &format!("{key}={value}")]);
+        assert!(
+            out.status.success(),
+            "sysctl {key}={value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// client ns (10.0.1.2/24, c0) <-> host ns (h0 10.0.1.1/24, default route via
+/// the client, bridge docker0 172.30.0.1/16) <-> N container namespaces
+/// (eth0 172.30.0.10+i/16, default route via the bridge).
+///
+/// Dropping it detaches portfwd, removes any state it pinned for the host
+/// namespace, then deletes every namespace.
+pub struct Topology {
+    /// A cgroup of its own for portfwd's socket hooks, so that they see only
+    /// the processes a test puts there: the test's own threads (the emulated
+    /// remote client among them) stay outside, as a remote machine would.
+    pub cgroup: std::path::PathBuf,
+    pub client: Netns,
+    pub containers: Vec<Netns>,
+    // Declared last: dropped last, after the Drop impl below has cleaned up.
+    pub host: Netns,
+}
+
+impl Topology {
+    pub fn new(tag: &str, containers: usize) -> Self {
+        let prefix = unique_prefix(tag);
+        let host = Netns::new(format!("{prefix}-host"));
+        let client = Netns::new(format!("{prefix}-client"));
+        host.ip(&[
+            "link",
+            "add",
+            "h0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "c0",
+            "netns",
+            &client.name,
+        ]);
+        client.ip(&["addr", "add", "10.0.1.2/24", "dev", "c0"]);
+        client.ip(&["link", "set", "c0", "up"]);
+        host.ip(&["addr", "add", "10.0.1.1/24", "dev", "h0"]);
+        host.ip(&["link", "set", "h0", "up"]);
+        host.ip(&["route", "add", "default", "via", "10.0.1.2"]);
+        host.ip(&["link", "add", "docker0", "type", "bridge"]);
+        host.ip(&["addr", "add", "172.30.0.1/16", "dev", "docker0"]);
+        host.ip(&["link", "set", "docker0", "up"]);
+        let cgroup = portfwd::host::cgroup::default_root()
+            .expect("cgroup2 root")
+            .join(&prefix);
+        std::fs::create_dir(&cgroup).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup.display()));
+        let mut topo = Self {
+            cgroup,
+            client,
+            containers: Vec::new(),
+            host,
+        };
+        for _ in 0..containers {
+            topo.add_container();
+        }
+        topo
+    }
+
+    /// Adds a container namespace on docker0; returns its index.
+    pub fn add_container(&mut self) -> usize {
+        let i = self.containers.len();
+        let ns = Netns::new(format!("{}-k{i}", self.host.name.trim_end_matches("-host")));
+        let port = format!("vk{i}");
+        self.host.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        self.host.ip(&["link", "set", &port, "master", "docker0"]);
+        self.host.ip(&["link", "set", &port, "up"]);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/16", container_ip(i)),
+            "dev",
+            "eth0",
+        ]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&["route", "add", "default", "via", "172.30.0.1"]);
+        self.containers.push(ns);
+        i
+    }
+
+    /// Runs portfwd against the host namespace.
+    pub fn portfwd(&self, args: &[&str]) -> Output {
+        Command::new(PORTFWD)
+            .args(["-n", &self.host.name])
+            .args(args)
+            .output()
+            .expect("run portfwd")
+    }
+
+    /// `portfwd attach docker0 --cgroup <the topology's> --map ...`, which must succeed.
+    pub fn attach(&self, maps: &[&str]) -> String {
+        self.attach_with(maps, &[])
+    }
+
+    /// `attach` with extra arguments.
+    pub fn attach_with(&self, maps: &[&str], extra: &[&str]) -> String {
+        let cgroup = self.cgroup.to_str().expect("utf-8 path");
+        let mut args = vec!["attach", "docker0", "--cgroup", cgroup];
+        for m in maps {
+            args.extend(["--map", m]);
+        }
+        args.extend_from_slice(extra);
+        ok(self.portfwd(&args), &format!("portfwd {args:?}"))
+    }
+
+    /// The host namespace's portfwd state directory.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        in_netns(&self.host.name, || {
+            portfwd::state::StateDir::current()
+                .expect("netns cookie")
+                .path
+        })
+    }
+
+    /// Sockets in the host namespace in the given `ss` state filter.
+    pub fn host_sockets(&self, state: &str) -> Vec<String> {
+        let out = self.host.exec(&["ss", "-tanH", "state", state]);
+        assert!(
+            out.status.success(),
+            "ss: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = self.portfwd(&["detach", "docker0"]);
+        let dir = self.state_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir(portfwd::state::root());
+        // Processes a test started in the cgroup have exited by now; retry
+        // briefly in case the kernel is still reaping one.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Fields drop next, deleting every namespace.
+    }
+}
