@@ -1,40 +1,9 @@
 //! Bad input: one clear line on stderr, exit code 2, and nothing changed.
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
-
-macro_rules! require_privileges {
-    () => {
-        if !privileged_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
-
-/// Asserts exit code 2 with a single stderr line containing `needle`.
-fn assert_usage_error(out: &Output, needle: &str, what: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{what}: expected exit 2, got {} (stderr: {stderr})",
-        out.status
-    );
-    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{what}: expected one line on stderr, got {lines:?}"
-    );
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "{what}: stderr {:?} should mention {needle:?}",
-        lines[0]
-    );
-    assert!(out.stdout.is_empty(), "{what}: nothing should go to stdout");
-}
 
 /// The state a failed command must not have changed: pins and mapping table.
 fn snapshot(topo: &Topology) -> (Vec<String>, String) {

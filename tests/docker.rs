@@ -13,6 +13,8 @@
 //! Needs root, Debian's docker.io and busybox-static (installed with apt-get
 //! when missing). Under CI=true a machine where it cannot run fails the test;
 //! elsewhere it prints SKIPPED.
+mod common;
+
 use std::{
     io::Read,
     net::Ipv4Addr,
@@ -22,7 +24,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-const PORTFWD: &str = env!("CARGO_BIN_EXE_portfwd");
+use common::{assert_usage_error, require_privileges, PORTFWD};
+
 const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "portfwd-test-busybox:latest";
 const BRIDGE: &str = "docker0";
@@ -611,37 +614,17 @@ fn assert_peer(seen: &str, ip: Ipv4Addr, who: &str) {
     );
 }
 
-/// Exit code 2 and a single stderr line with `needle`, nothing attached.
-fn assert_usage_error(args: &[&str], needle: &str) {
-    let out = portfwd(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "portfwd {args:?}: expected exit 2 ({}), stderr: {stderr}",
-        out.status
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "portfwd {args:?}: expected one stderr line, got {lines:?}"
-    );
-    assert_eq!(
-        lines[0],
-        format!("portfwd: error: {needle}"),
-        "portfwd {args:?}"
-    );
+/// A usage error (see `common::assert_usage_error`) after which nothing is
+/// attached.
+fn assert_refused(args: &[&str], needle: &str) {
+    assert_usage_error(&portfwd(args), needle, &format!("portfwd {args:?}"));
     assert_nothing_attached(&format!("after the failed portfwd {args:?}"));
 }
 
 #[test]
 fn docker_end_to_end() {
     let started = Instant::now();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return cannot_run("not running as root");
-    }
+    require_privileges!();
     if let Err(e) = install_packages() {
         return cannot_run(&format!("cannot install docker.io / busybox-static: {e}"));
     }
@@ -835,7 +818,7 @@ fn docker_end_to_end() {
 
     // 5. Names that do not resolve: usage errors, nothing attached.
     let spare = |target: &str| format!("{SPARE_PORT}={target}:80");
-    assert_usage_error(
+    assert_refused(
         &[
             "attach",
             BRIDGE,
@@ -853,7 +836,7 @@ fn docker_end_to_end() {
         &[],
         &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
     );
-    assert_usage_error(
+    assert_refused(
         &[
             "attach",
             BRIDGE,
@@ -864,7 +847,7 @@ fn docker_end_to_end() {
         ],
         &format!("container {stopped} is not running"),
     );
-    assert_usage_error(
+    assert_refused(
         &["add", &spare(&stopped)],
         &format!("container {stopped} is not running"),
     );

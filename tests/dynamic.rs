@@ -14,14 +14,6 @@ use std::{
 use common::*;
 use sha2::{Digest, Sha256};
 
-macro_rules! require_privileges {
-    () => {
-        if !privileged_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
-
 fn json_row<'a>(rows: &'a [serde_json::Value], port: u64, proto: &str) -> &'a serde_json::Value {
     rows.iter()
         .find(|r| r["host_port"] == port && r["proto"] == proto)

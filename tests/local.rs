@@ -15,14 +15,6 @@ use std::{
 use common::*;
 use serde_json::json;
 
-macro_rules! require_privileges {
-    () => {
-        if !privileged_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
-
 /// A UDP server in namespace `ns` answering each datagram with "echo:" and
 /// the payload, for up to `max` datagrams (or until nothing came for 15 s).
 /// Returns the peers it answered.

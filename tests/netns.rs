@@ -13,14 +13,6 @@ use std::{
 use common::*;
 use sha2::{Digest, Sha256};
 
-macro_rules! require_privileges {
-    () => {
-        if !privileged_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
-
 #[test]
 fn http_through_mapping_preserves_client_ip() {
     require_privileges!();

@@ -2,7 +2,7 @@
 //! `topology` (throwaway network namespaces and the client / host /
 //! container topology), `sockets` (listeners, HTTP, payloads), `hooked`
 //! (clients the socket hooks see), `kernel` (programs the kernel holds) and
-//! `assertions` (can the tests run here, successful commands).
+//! `assertions` (can the tests run here, usage errors, successful commands).
 //! Everything is re-exported here, so a test file says `use common::*`.
 #![allow(dead_code, unused_imports)]
 
