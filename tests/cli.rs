@@ -101,6 +101,21 @@ fn bad_input_exits_2_and_changes_nothing() {
             "bridge as external",
         ),
         (
+            &["attach", "docker0", "--map", "8089=127.0.0.1:80"],
+            "127.0.0.1 is a loopback address",
+            "loopback container address",
+        ),
+        (
+            &["attach", "docker0", "--map", "8089=127.9.9.9:80/udp"],
+            "127.9.9.9 is a loopback address",
+            "loopback container address, not 127.0.0.1",
+        ),
+        (
+            &["attach", "docker0", "--map", "8089=224.0.0.5:80"],
+            "224.0.0.5 cannot be a container address",
+            "multicast container address",
+        ),
+        (
             &["detach", "docker0"],
             "not attached",
             "detach before attach",
@@ -134,6 +149,16 @@ fn bad_input_exits_2_and_changes_nothing() {
             &["attach", "docker0", "--external", "lo"],
             "not an ethernet",
             "loopback as external",
+        ),
+        (
+            &["add", "8089=127.0.0.1:80"],
+            "127.0.0.1 is a loopback address",
+            "adding a loopback container address",
+        ),
+        (
+            &["add", "8090=172.30.0.10:80", "8089=127.0.0.1:80"],
+            "127.0.0.1 is a loopback address",
+            "a loopback container address among good ones",
         ),
     ];
     for (args, needle, what) in conflicting {

@@ -261,7 +261,16 @@ fn parse_container(text: &str) -> std::result::Result<Container, String> {
     }
 }
 
+/// Refuses container addresses no container can be reached at: loopback
+/// (127.0.0.0/8 is the host's own, and the datapath redirects to the bridge,
+/// where no such address answers), unspecified, broadcast and multicast.
 fn check_container_ip(text: &str, ip: Ipv4Addr) -> Result<()> {
+    if ip.is_loopback() {
+        return Err(bad_spec(
+            text,
+            &format!("{ip} is a loopback address, which no container can be reached at"),
+        ));
+    }
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
         return Err(bad_spec(
             text,
@@ -560,6 +569,30 @@ mod tests {
         // Ports and range lengths are checked before any lookup.
         assert!("80-81=web:80".parse::<SpecTemplate>().is_err());
         assert!("0=web:80".parse::<SpecTemplate>().is_err());
+    }
+
+    #[test]
+    fn addresses_no_container_can_have_are_refused() {
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+        ] {
+            let text = format!("8089={ip}:80");
+            let err = text.parse::<Spec>().expect_err(&text).to_string();
+            assert!(err.contains(&format!("invalid mapping '{text}'")), "{err}");
+            assert!(err.contains(ip), "{text}: {err}");
+            assert!(text.parse::<SpecTemplate>().is_err(), "accepted {text}");
+            // A container name that resolves there is refused too.
+            let addr: Ipv4Addr = ip.parse().unwrap();
+            assert!(template("8089=web:80").resolve(addr).is_err(), "{ip}");
+        }
+        let err = "8089=127.0.0.1:80".parse::<Spec>().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+        // The host side may be a loopback address: that is a host address.
+        assert!("127.0.0.1:8089=172.17.0.2:80".parse::<Spec>().is_ok());
     }
 
     #[test]
