@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{Shutdown, SocketAddr, UdpSocket},
+    net::{Ipv4Addr, Shutdown, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -505,4 +505,73 @@ fn watch_follows_new_host_addresses_and_exits_on_detach() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn detaching_one_of_two_bridges_frees_its_ports() {
+    require_privileges!();
+    let mut topo = Topology::new("twobr", 1);
+    topo.add_bridge("br1", "172.31.0.1/16");
+    let on_br1 = Ipv4Addr::new(172, 31, 0, 10);
+    let k1 = topo.add_container_on("br1", on_br1, Ipv4Addr::new(172, 31, 0, 1));
+    let server = http_server(&topo.containers[k1].name, 80, "br1", 1);
+    topo.attach(&["8080=172.30.0.10:80"]);
+    let cgroup = topo.cgroup.to_str().expect("utf-8 path").to_string();
+    let spec = format!("8081={on_br1}:80");
+    ok(
+        topo.portfwd(&["attach", "br1", "--cgroup", &cgroup, "--map", &spec]),
+        "attach br1",
+    );
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 8081).expect("GET 8081 on br1"),
+        format!("br1 saw {CLIENT_IP}")
+    );
+    server.join().unwrap();
+
+    let out = ok(topo.portfwd(&["detach", "br1"]), "detach br1");
+    assert_eq!(out, "detached br1 (1 mappings removed)\n");
+    assert_eq!(
+        tcx_ingress_programs(&topo.host.name, "br1"),
+        Vec::<u32>::new(),
+        "program left on br1"
+    );
+
+    // The port is the host's again: a host process may bind it (docker0's
+    // port stays reserved)...
+    let r = hooked(
+        &topo,
+        &topo.host.name,
+        &[
+            bind_op("0.0.0.0", 8081, "tcp", "ok"),
+            bind_op("0.0.0.0", 8080, "tcp", "PermissionError"),
+        ],
+    );
+    assert_bound(&r[0]);
+    assert_bind_denied(&r[1]);
+
+    // ...and it can be published on the other bridge, counted from zero.
+    let server = http_server(&topo.containers[0].name, 80, "docker0", 1);
+    ok(
+        topo.portfwd(&["add", "8081=172.30.0.10:80"]),
+        "publishing 8081 again on docker0",
+    );
+    assert_eq!(
+        http_get(&topo.client.name, HOST_EXT_IP, 8081).expect("GET 8081 on docker0"),
+        format!("docker0 saw {CLIENT_IP}")
+    );
+    server.join().unwrap();
+    let rows = list_json(&topo);
+    let row = rows
+        .iter()
+        .find(|r| r["host_port"] == 8081)
+        .unwrap_or_else(|| panic!("no 8081 row: {rows:#?}"));
+    assert_eq!(row["bridge"], "docker0", "{row:#}");
+    assert_eq!(
+        row["connections"], 1,
+        "the counters of the mapping on br1 must not carry over: {row:#}"
+    );
+    assert!(
+        rows.iter().any(|r| r["host_port"] == 8080),
+        "docker0's own mapping must stay: {rows:#?}"
+    );
 }

@@ -178,7 +178,30 @@ pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result
     }
     doomed.sort();
     doomed.dedup();
-    for host in &doomed {
+    unpublish(maps, &doomed)?;
+    if kill {
+        kill_flows(maps, &doomed)?;
+    }
+    Ok(doomed)
+}
+
+/// Removes every mapping to `bridge_ifindex` (the bridge is being detached)
+/// and returns them. Their flows drain like those of `remove`.
+pub fn remove_bridge(maps: &mut Maps, bridge_ifindex: u32) -> Result<Vec<HostPort>> {
+    let doomed: Vec<HostPort> = entries(maps)
+        .into_iter()
+        .filter(|(_, b)| b.bridge_ifindex == bridge_ifindex)
+        .map(|(h, _)| h)
+        .collect();
+    unpublish(maps, &doomed)?;
+    Ok(doomed)
+}
+
+/// The one way a mapping leaves the table: the mapping, then its counters,
+/// then its count in `pf_ports` (which frees the port for host processes
+/// once no mapping is left on it).
+fn unpublish(maps: &mut Maps, hosts: &[HostPort]) -> Result<()> {
+    for host in hosts {
         let key = host.key();
         maps.mappings
             .remove(&key)
@@ -186,10 +209,7 @@ pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result
         let _ = maps.mapping_stats.remove(&key);
         bump_port(maps, &key, -1)?;
     }
-    if kill {
-        kill_flows(maps, &doomed)?;
-    }
-    Ok(doomed)
+    Ok(())
 }
 
 /// The published host ports a selector names. Direct lookups when that is

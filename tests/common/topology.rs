@@ -177,22 +177,31 @@ impl Topology {
     /// Adds a container namespace on docker0; returns its index.
     pub fn add_container(&mut self) -> usize {
         let i = self.containers.len();
+        self.add_container_on("docker0", container_ip(i), BRIDGE_IP)
+    }
+
+    /// Adds a bridge `name` with address `cidr` (e.g. "172.31.0.1/16") to the
+    /// host namespace.
+    pub fn add_bridge(&self, name: &str, cidr: &str) {
+        self.host.ip(&["link", "add", name, "type", "bridge"]);
+        self.host.ip(&["addr", "add", cidr, "dev", name]);
+        self.host.ip(&["link", "set", name, "up"]);
+    }
+
+    /// Adds a container namespace on `bridge` at `addr` (a /16), routed
+    /// through `gateway`; returns its index.
+    pub fn add_container_on(&mut self, bridge: &str, addr: Ipv4Addr, gateway: Ipv4Addr) -> usize {
+        let i = self.containers.len();
         let ns = Netns::new(format!("{}-k{i}", self.host.name.trim_end_matches("-host")));
         let port = format!("vk{i}");
         self.host.ip(&[
             "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
         ]);
-        self.host.ip(&["link", "set", &port, "master", "docker0"]);
+        self.host.ip(&["link", "set", &port, "master", bridge]);
         self.host.ip(&["link", "set", &port, "up"]);
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{}/16", container_ip(i)),
-            "dev",
-            "eth0",
-        ]);
+        ns.ip(&["addr", "add", &format!("{addr}/16"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["route", "add", "default", "via", "172.30.0.1"]);
+        ns.ip(&["route", "add", "default", "via", &gateway.to_string()]);
         self.containers.push(ns);
         i
     }

@@ -85,14 +85,6 @@ fn open_checked(state: &StateDir, name: &str) -> Result<MapData> {
     Ok(data)
 }
 
-/// The mapping table alone, for detach, which must work on state of any
-/// version.
-pub fn open_mappings(state: &StateDir) -> Result<HashMap<MapData, MapKey<V4>, Backend<V4>>> {
-    let data = open_checked(state, MAP_MAPPINGS4)?;
-    HashMap::try_from(Map::HashMap(data))
-        .map_err(|e| Error::ebpf(format!("map {MAP_MAPPINGS4}"), e))
-}
-
 /// Typed handles on the maps.
 pub struct Maps {
     pub mappings: HashMap<MapData, MapKey<V4>, Backend<V4>>,

@@ -5,6 +5,7 @@ use crate::{
     error::{Error, Result},
     host::ifaces,
     state::StateDir,
+    table,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -39,25 +40,17 @@ pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
         return Err(Error::NotAttached(bridge.to_string()));
     }
     let last = state.bridges() == [index];
-    // Only the mapping table is needed, and only when other bridges stay:
-    // the last detach removes everything, even state another portfwd
-    // version left whose maps this one cannot read.
-    let mut owned = Vec::new();
-    match bpf::open_mappings(&state) {
-        Ok(mut mappings) => {
-            owned = mappings
-                .iter()
-                .filter_map(|r| r.ok())
-                .filter(|(_, b)| b.bridge_ifindex == index)
-                .map(|(k, _)| k)
-                .collect();
-            for key in &owned {
-                let _ = mappings.remove(key);
-            }
-        }
-        Err(e) if !last => return Err(e),
-        Err(_) => {}
-    }
+    let _lock = table::lock(&state)?;
+    // The table matters only when other bridges stay: the last detach
+    // removes everything, even state another portfwd version left whose maps
+    // this one cannot read. Otherwise the bridge's mappings leave through
+    // the table's one path, with their counters and port reservations.
+    let removed = if last {
+        Vec::new()
+    } else {
+        let mut maps = bpf::Maps::open(&state)?;
+        table::remove_bridge(&mut maps, index)?
+    };
     bpf::detach_pinned(&pin)?;
     let bridge = bridge.to_string();
     if last {
@@ -72,7 +65,7 @@ pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
     } else {
         Ok(DetachReport::Bridge {
             bridge,
-            mappings_removed: owned.len(),
+            mappings_removed: removed.len(),
         })
     }
 }
