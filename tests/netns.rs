@@ -575,3 +575,22 @@ fn detaching_one_of_two_bridges_frees_its_ports() {
         "docker0's own mapping must stay: {rows:#?}"
     );
 }
+
+#[test]
+fn attach_says_when_the_bridge_mtu_exceeds_an_external_one() {
+    require_privileges!();
+    let topo = Topology::new("mtu", 1);
+    let out = topo.attach(&["8080=172.30.0.10:80"]);
+    assert!(
+        !out.contains("warning"),
+        "equal MTUs need no warning: {out}"
+    );
+    topo.host.ip(&["link", "set", "h0", "mtu", "1400"]);
+    let out = topo.attach(&[]);
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning")).collect();
+    assert_eq!(
+        warnings,
+        ["warning: docker0 MTU 1500 is larger than h0 MTU 1400; replies larger than 1400 bytes are answered with ICMP fragmentation needed"],
+        "attach output: {out}"
+    );
+}

@@ -59,5 +59,13 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
     for m in &report.mappings {
         let _ = writeln!(out, "  {m}");
     }
+    for m in &report.mtu_mismatches {
+        let _ = writeln!(
+            out,
+            "warning: {} MTU {} is larger than {} MTU {}; replies larger than {} bytes are \
+             answered with ICMP fragmentation needed",
+            report.bridge, m.bridge_mtu, m.external, m.external_mtu, m.external_mtu
+        );
+    }
     Ok(out)
 }

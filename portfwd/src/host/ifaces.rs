@@ -30,10 +30,9 @@ pub fn ifname(index: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-/// Fails unless `name` exists and carries Ethernet frames (the datapath reads
-/// a 14-byte Ethernet header before the IP header).
-pub fn require_ethernet(name: &str) -> Result<u32> {
-    let index = ifindex(name)?;
+/// The interface request `request` (an SIOCGIF* ioctl) for `name`, or
+/// NoSuchInterface if the kernel does not answer it.
+fn ifreq(name: &str, request: libc::Ioctl) -> Result<libc::ifreq> {
     // SAFETY: plain socket(2), closed by OwnedFd.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -43,19 +42,40 @@ pub fn require_ethernet(name: &str) -> Result<u32> {
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     // SAFETY: ifreq is plain data; zero is a valid initial state.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+    // The last byte stays NUL.
+    for (dst, src) in req.ifr_name[..libc::IFNAMSIZ - 1]
+        .iter_mut()
+        .zip(name.bytes())
+    {
         *dst = src as libc::c_char;
     }
-    // SAFETY: SIOCGIFHWADDR fills req.ifr_ifru.ifru_hwaddr for the named interface.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+    // SAFETY: the SIOCGIF* requests fill the union of the ifreq they are
+    // given for the named interface.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) } != 0 {
         return Err(Error::NoSuchInterface(name.to_string()));
     }
-    // SAFETY: the ioctl above initialised the hwaddr member of the union.
+    Ok(req)
+}
+
+/// Fails unless `name` exists and carries Ethernet frames (the datapath reads
+/// a 14-byte Ethernet header before the IP header).
+pub fn require_ethernet(name: &str) -> Result<u32> {
+    let index = ifindex(name)?;
+    let req = ifreq(name, libc::SIOCGIFHWADDR)?;
+    // SAFETY: SIOCGIFHWADDR initialised the hwaddr member of the union.
     let family = unsafe { req.ifr_ifru.ifru_hwaddr.sa_family };
     if family != libc::ARPHRD_ETHER {
         return Err(Error::NotEthernet(name.to_string()));
     }
     Ok(index)
+}
+
+/// The MTU of interface `name`.
+pub fn mtu(name: &str) -> Result<u32> {
+    let req = ifreq(name, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU initialised the mtu member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(mtu.max(0) as u32)
 }
 
 /// Interfaces that carry an IPv4 default route, in route-table order.

@@ -41,6 +41,18 @@ pub struct AttachReport {
     pub local_cgroup: Option<PathBuf>,
     /// The mappings added or re-pointed, in the order of the request.
     pub mappings: Vec<Mapping>,
+    /// External interfaces whose MTU is smaller than the bridge's.
+    pub mtu_mismatches: Vec<MtuMismatch>,
+}
+
+/// A bridge MTU larger than an external interface's: a container's reply
+/// may not fit the way back to the client (with DF set it is answered with
+/// ICMP fragmentation needed, so that the container's TCP lowers its MSS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MtuMismatch {
+    pub bridge_mtu: u32,
+    pub external: String,
+    pub external_mtu: u32,
 }
 
 /// Validates everything, then attaches. On a bridge that is already attached
@@ -78,6 +90,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
     if !req.force {
         super::check_not_held(&mappings)?;
     }
+    let mtu_mismatches = mtu_mismatches(&req.bridge, &external)?;
 
     let state = StateDir::current()?;
     let fresh = !state.exists();
@@ -110,7 +123,24 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
         external_defaulted: defaulted,
         local_cgroup: (!req.no_local).then_some(cgroup),
         mappings,
+        mtu_mismatches,
     })
+}
+
+fn mtu_mismatches(bridge: &str, external: &[String]) -> Result<Vec<MtuMismatch>> {
+    let bridge_mtu = ifaces::mtu(bridge)?;
+    let mut out = Vec::new();
+    for name in external {
+        let external_mtu = ifaces::mtu(name)?;
+        if external_mtu < bridge_mtu {
+            out.push(MtuMismatch {
+                bridge_mtu,
+                external: name.clone(),
+                external_mtu,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn attach_in(

@@ -21,7 +21,7 @@ pub mod list;
 pub mod watch;
 
 pub use add::{add, AddReport, AddRequest};
-pub use attach::{attach, AttachReport, AttachRequest};
+pub use attach::{attach, AttachReport, AttachRequest, MtuMismatch};
 pub use del::{del, DelReport, DelRequest};
 pub use detach::{detach, DetachReport, DetachRequest};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
