@@ -23,6 +23,7 @@ pub const FRAG_QUEUE_MAX: u32 = 512;
 pub const LAYOUT_VERSION: u64 = 2;
 /// Index of the layout version in `pf_meta`.
 pub const META_LAYOUT: u32 = 0;
+pub const META_NETNS_INO: u32 = 1; // index of the netns inode (st_ino of /proc/self/ns/net)
 pub const META_MAX: u32 = 4;
 
 /// Names are at most 15 characters (the kernel's BPF_OBJ_NAME_LEN - 1).

@@ -13,6 +13,8 @@ use crate::{
 const BRIDGE_PREFIX: &str = "br_";
 const EXTERNAL_PREFIX: &str = "ext_";
 const CGROUP_PREFIX: &str = "cg_";
+/// State directories: `netns-<cookie>`.
+const NETNS_PREFIX: &str = "netns-";
 
 pub fn root() -> PathBuf {
     Path::new(BPFFS).join("portfwd")
@@ -26,8 +28,28 @@ pub struct StateDir {
 impl StateDir {
     pub fn for_cookie(cookie: u64) -> Self {
         Self {
-            path: root().join(format!("netns-{cookie}")),
+            path: root().join(format!("{NETNS_PREFIX}{cookie}")),
         }
+    }
+
+    /// Every namespace's state directory, with its cookie.
+    pub fn all() -> Vec<(u64, Self)> {
+        let Ok(entries) = std::fs::read_dir(root()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u64, Self)> = entries
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix(NETNS_PREFIX)?
+                    .parse()
+                    .ok()
+            })
+            .map(|cookie| (cookie, Self::for_cookie(cookie)))
+            .collect();
+        out.sort_unstable_by_key(|(cookie, _)| *cookie);
+        out
     }
 
     pub fn current() -> Result<Self> {
@@ -91,6 +113,18 @@ impl StateDir {
             })
             .map(|e| e.path())
             .collect()
+    }
+
+    /// Every pinned link: bridges', external interfaces' and cgroup ones.
+    pub fn all_links(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self
+            .bridges()
+            .into_iter()
+            .map(|i| self.bridge_link(i))
+            .chain(self.externals().into_iter().map(|i| self.external_link(i)))
+            .collect();
+        out.extend(self.cgroup_links());
+        out
     }
 
     /// Names of the pinned maps: every entry that is not a link.

@@ -61,7 +61,7 @@ pub fn spawn_in<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
+    let path = format!("{NETNS_DIR}/{ns}");
     std::thread::spawn(move || {
         let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         // SAFETY: setns on an open netns fd; it moves only this thread.
@@ -70,6 +70,9 @@ pub fn spawn_in<T: Send + 'static>(
         f()
     })
 }
+
+/// Where `ip netns` keeps its namespaces.
+const NETNS_DIR: &str = "/var/run/netns";
 
 /// A network namespace deleted on drop.
 pub struct Netns {
@@ -81,6 +84,17 @@ impl Netns {
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
         Self { name }
+    }
+
+    /// Whether the namespace is still there (a test may delete it).
+    pub fn exists(&self) -> bool {
+        std::path::Path::new(NETNS_DIR).join(&self.name).exists()
+    }
+
+    /// Deletes the namespace now (`ip netns del`), as a user would without
+    /// detaching first.
+    pub fn delete(&self) {
+        sh(&["ip", "netns", "del", &self.name]);
     }
 
     pub fn ip(&self, args: &[&str]) -> String {
@@ -257,10 +271,13 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let _ = self.portfwd(&["detach", "docker0"]);
-        let dir = self.state_dir();
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_dir(portfwd::state::root());
+        // A test may have deleted the host namespace itself.
+        if self.host.exists() {
+            let _ = self.portfwd(&["detach", "docker0"]);
+            let dir = self.state_dir();
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir(portfwd::state::root());
+        }
         // Processes a test started in the cgroup have exited by now; retry
         // briefly in case the kernel is still reaping one.
         for _ in 0..50 {

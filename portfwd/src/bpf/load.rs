@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use portfwd_common::{
-    GLOBAL_HOST_NETNS, LAYOUT_VERSION, MAPS, MAP_META, META_LAYOUT, PROG_BIND4,
+    GLOBAL_HOST_NETNS, LAYOUT_VERSION, MAPS, MAP_META, META_LAYOUT, META_NETNS_INO, PROG_BIND4,
     PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4, PROG_RECVMSG4,
     PROG_SENDMSG4,
 };
@@ -51,6 +51,12 @@ pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
         .and_then(|m| Array::try_from(m).map_err(|e| Error::ebpf(format!("map {MAP_META}"), e)))?;
     meta.set(META_LAYOUT, LAYOUT_VERSION, 0)
         .map_err(|e| Error::ebpf(format!("writing {MAP_META}"), e))?;
+    // Pinned state also records which namespace it serves, so that a later
+    // command can tell when that namespace is gone (ops::reap).
+    if state.is_some() {
+        meta.set(META_NETNS_INO, crate::host::netns::inode()?, 0)
+            .map_err(|e| Error::ebpf(format!("writing {MAP_META}"), e))?;
+    }
     for name in [PROG_EXTERNAL_INGRESS, PROG_BRIDGE_INGRESS] {
         classifier(&mut ebpf, name)?
             .load()

@@ -9,7 +9,7 @@ use aya::{
 use portfwd_common::{
     stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, LAYOUT_VERSION, MAPS, MAP_CONNTRACK4,
     MAP_LOCAL_ADDRS4, MAP_MAPPINGS4, MAP_MAPPING_STATS4, MAP_META, MAP_PORTS, MAP_STATS,
-    META_LAYOUT, V4,
+    META_LAYOUT, META_NETNS_INO, V4,
 };
 
 use crate::{
@@ -83,6 +83,16 @@ fn open_checked(state: &StateDir, name: &str) -> Result<MapData> {
         });
     }
     Ok(data)
+}
+
+/// The network namespace inode the loader recorded in `state`'s pinned
+/// `pf_meta`, if there is one (state of older versions has none). Read
+/// without the layout checks: it is asked of other namespaces' state, which
+/// may be another version's.
+pub fn recorded_netns_inode(state: &StateDir) -> Option<u64> {
+    let data = MapData::from_pin(state.map_pin(MAP_META)).ok()?;
+    let meta: Array<MapData, u64> = Array::try_from(Map::Array(data)).ok()?;
+    meta.get(&META_NETNS_INO, 0).ok().filter(|ino| *ino != 0)
 }
 
 /// Typed handles on the maps.

@@ -7,4 +7,4 @@ pub mod maps;
 
 pub use links::{attach_cgroup_pinned, attach_pinned, detach_pinned};
 pub use load::{classifier, load, sock_addr, LOCAL_PROGRAMS};
-pub use maps::Maps;
+pub use maps::{recorded_netns_inode, Maps};

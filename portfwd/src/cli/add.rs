@@ -22,6 +22,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         replace: args.replace,
         force: args.force,
     })?;
+    super::say_removed(&report.dead_namespaces);
     let mut out = String::new();
     for m in &report.added {
         let _ = writeln!(out, "added {m}");

@@ -35,6 +35,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         no_local: args.no_local,
         force: args.force,
     })?;
+    super::say_removed(&report.dead_namespaces);
     let mut out = String::new();
     let how = if report.external_defaulted {
         " (default route)"

@@ -24,6 +24,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         ports,
         kill: args.kill,
     })?;
+    super::say_removed(&report.dead_namespaces);
     let how = if report.killed { " (flows killed)" } else { "" };
     let mut out = String::new();
     for h in &report.removed {

@@ -11,13 +11,14 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         netns,
         bridge: args.bridge,
     })?;
-    Ok(match report {
-        ops::DetachReport::Everything { bridge } => {
+    super::say_removed(&report.dead_namespaces);
+    let bridge = report.bridge;
+    Ok(match report.detached {
+        ops::Detached::Everything => {
             format!("detached {bridge}; removed all portfwd state in this namespace\n")
         }
-        ops::DetachReport::Bridge {
-            bridge,
-            mappings_removed,
-        } => format!("detached {bridge} ({mappings_removed} mappings removed)\n"),
+        ops::Detached::Bridge { mappings_removed } => {
+            format!("detached {bridge} ({mappings_removed} mappings removed)\n")
+        }
     })
 }

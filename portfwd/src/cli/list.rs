@@ -12,6 +12,7 @@ pub struct Args {
 
 pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
     let report = ops::list(&ops::ListRequest { netns })?;
+    super::say_removed(&report.dead_namespaces);
     if !report.attached {
         return Ok(super::nothing_attached(args.json));
     }

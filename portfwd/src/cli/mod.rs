@@ -9,7 +9,7 @@ mod list;
 mod watch;
 
 use clap::{Parser, Subcommand};
-use portfwd::{spec::SpecTemplate, Error};
+use portfwd::{ops::DeadNamespace, spec::SpecTemplate, Error};
 
 #[derive(Parser)]
 #[command(
@@ -74,5 +74,16 @@ fn nothing_attached(json: bool) -> String {
         "[]\n".into()
     } else {
         "nothing attached in this network namespace\n".into()
+    }
+}
+
+/// One line on stderr for each namespace whose state was removed because
+/// the namespace no longer exists.
+fn say_removed(dead: &[DeadNamespace]) {
+    for d in dead {
+        eprintln!(
+            "portfwd: removed state of network namespace {}, which no longer exists",
+            d.cookie
+        );
     }
 }

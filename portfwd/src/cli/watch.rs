@@ -19,6 +19,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         ops::WatchEvent::Tracking { addresses } => {
             eprintln!("portfwd watch: tracking {addresses} host addresses");
         }
+        ops::WatchEvent::DeadNamespace(dead) => super::say_removed(&[dead]),
     })?;
     let syncs = report.syncs;
     Ok(match report.end {

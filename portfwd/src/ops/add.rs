@@ -22,6 +22,8 @@ pub struct AddRequest {
 pub struct AddReport {
     /// In the order of the request.
     pub added: Vec<Mapping>,
+    /// State of other namespaces that no longer existed, removed first.
+    pub dead_namespaces: Vec<super::DeadNamespace>,
 }
 
 /// Adds mappings to the attached namespace; they apply from the next packet.
@@ -30,7 +32,7 @@ pub struct AddReport {
 /// at once.
 pub fn add(req: &AddRequest) -> Result<AddReport> {
     super::check_specs(&req.specs)?;
-    super::enter(req.netns.as_deref())?;
+    let dead_namespaces = super::enter(req.netns.as_deref())?;
     let mappings = super::resolve_specs(&req.specs, super::attached_bridges)?;
     spec::check_unique(&mappings)?;
     let mut at = super::open_attached()?;
@@ -50,5 +52,8 @@ pub fn add(req: &AddRequest) -> Result<AddReport> {
     for (bridge, mappings) in &by_bridge {
         table::add(&mut at.maps, mappings, *bridge, req.replace)?;
     }
-    Ok(AddReport { added: mappings })
+    Ok(AddReport {
+        added: mappings,
+        dead_namespaces,
+    })
 }

@@ -43,6 +43,8 @@ pub struct AttachReport {
     pub mappings: Vec<Mapping>,
     /// External interfaces whose MTU is smaller than the bridge's.
     pub mtu_mismatches: Vec<MtuMismatch>,
+    /// State of other namespaces that no longer existed, removed first.
+    pub dead_namespaces: Vec<super::DeadNamespace>,
 }
 
 /// A bridge MTU larger than an external interface's: a container's reply
@@ -60,7 +62,7 @@ pub struct MtuMismatch {
 /// re-pointed in) the table; maps, conntrack and counters are kept.
 pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
     super::check_specs(&req.specs)?;
-    super::enter(req.netns.as_deref())?;
+    let dead_namespaces = super::enter(req.netns.as_deref())?;
     let mappings = super::resolve_specs(&req.specs, || vec![req.bridge.clone()])?;
     spec::check_unique(&mappings)?;
     let bridge_index = ifaces::require_ethernet(&req.bridge)?;
@@ -124,6 +126,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
         local_cgroup: (!req.no_local).then_some(cgroup),
         mappings,
         mtu_mismatches,
+        dead_namespaces,
     })
 }
 

@@ -21,17 +21,20 @@ pub struct DelReport {
     pub removed: Vec<HostPort>,
     /// Their flows were ended (`kill`).
     pub killed: bool,
+    /// State of other namespaces that no longer existed, removed first.
+    pub dead_namespaces: Vec<super::DeadNamespace>,
 }
 
 /// Removes mappings. New connections to those ports get the host's normal
 /// answer from the next packet on; established flows drain, or with `kill`
 /// are reset.
 pub fn del(req: &DelRequest) -> Result<DelReport> {
-    super::enter(req.netns.as_deref())?;
+    let dead_namespaces = super::enter(req.netns.as_deref())?;
     let mut at = super::open_attached()?;
     let removed = table::remove(&mut at.maps, &req.ports, req.kill)?;
     Ok(DelReport {
         removed,
         killed: req.kill,
+        dead_namespaces,
     })
 }

@@ -16,22 +16,27 @@ pub struct DetachRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DetachReport {
+pub struct DetachReport {
+    pub bridge: String,
+    pub detached: Detached,
+    /// State of other namespaces that no longer existed, removed first.
+    pub dead_namespaces: Vec<super::DeadNamespace>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detached {
     /// Other bridges stay attached; this one's mappings were removed.
-    Bridge {
-        bridge: String,
-        mappings_removed: usize,
-    },
+    Bridge { mappings_removed: usize },
     /// It was the last bridge: every program, link, map and pin portfwd made
     /// in the namespace is gone.
-    Everything { bridge: String },
+    Everything,
 }
 
 /// Removes the bridge's program and its mappings. When no bridge is left in
 /// the namespace, also the external programs, the maps and the directory:
 /// nothing portfwd made remains.
 pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
-    super::enter(req.netns.as_deref())?;
+    let dead_namespaces = super::enter(req.netns.as_deref())?;
     let bridge = req.bridge.as_str();
     let index = ifaces::ifindex(bridge)?;
     let state = StateDir::current()?;
@@ -52,20 +57,20 @@ pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
         table::remove_bridge(&mut maps, index)?
     };
     bpf::detach_pinned(&pin)?;
-    let bridge = bridge.to_string();
-    if last {
-        for ext in state.externals() {
-            bpf::detach_pinned(&state.external_link(ext))?;
-        }
-        for link in state.cgroup_links() {
+    let detached = if last {
+        for link in state.all_links() {
             bpf::detach_pinned(&link)?;
         }
         state.remove()?;
-        Ok(DetachReport::Everything { bridge })
+        Detached::Everything
     } else {
-        Ok(DetachReport::Bridge {
-            bridge,
+        Detached::Bridge {
             mappings_removed: removed.len(),
-        })
-    }
+        }
+    };
+    Ok(DetachReport {
+        bridge: bridge.to_string(),
+        detached,
+        dead_namespaces,
+    })
 }

@@ -83,16 +83,22 @@ pub struct FlowsReport {
     pub attached: bool,
     /// By host side, then client.
     pub flows: Vec<Flow>,
+    /// State of other namespaces that no longer existed, removed first.
+    pub dead_namespaces: Vec<super::DeadNamespace>,
 }
 
 /// The conntrack entries, one per flow.
 pub fn flows(req: &FlowsRequest) -> Result<FlowsReport> {
-    super::enter(req.netns.as_deref())?;
+    let dead_namespaces = super::enter(req.netns.as_deref())?;
     let Some(maps) = super::open_read_only()? else {
-        return Ok(FlowsReport::default());
+        return Ok(FlowsReport {
+            dead_namespaces,
+            ..Default::default()
+        });
     };
     Ok(FlowsReport {
         attached: true,
         flows: collect(&maps),
+        dead_namespaces,
     })
 }

@@ -78,17 +78,23 @@ pub struct ListReport {
     pub rows: Vec<Row>,
     /// The datapath's counters by name, summed over CPUs, zeros included.
     pub counters: Vec<(&'static str, u64)>,
+    /// State of other namespaces that no longer existed, removed first.
+    pub dead_namespaces: Vec<super::DeadNamespace>,
 }
 
 /// The mapping table with the kernel's counters.
 pub fn list(req: &ListRequest) -> Result<ListReport> {
-    super::enter(req.netns.as_deref())?;
+    let dead_namespaces = super::enter(req.netns.as_deref())?;
     let Some(maps) = super::open_read_only()? else {
-        return Ok(ListReport::default());
+        return Ok(ListReport {
+            dead_namespaces,
+            ..Default::default()
+        });
     };
     Ok(ListReport {
         attached: true,
         rows: rows(&maps),
         counters: maps.counters(),
+        dead_namespaces,
     })
 }

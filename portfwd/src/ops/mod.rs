@@ -10,22 +10,26 @@
 //! 2. check privileges and the kernel;
 //! 3. enter the network namespace (`netns`): setns moves only the calling
 //!    thread, so call operations from a single-threaded process;
-//! 4. resolve container names (the Docker client starts no thread);
-//! 5. change things.
+//! 4. remove the state of namespaces that no longer exist (`reap`; reports
+//!    list it in `dead_namespaces`);
+//! 5. resolve container names (the Docker client starts no thread);
+//! 6. change things.
 pub mod add;
 pub mod attach;
 pub mod del;
 pub mod detach;
 pub mod flows;
 pub mod list;
+pub mod reap;
 pub mod watch;
 
 pub use add::{add, AddReport, AddRequest};
 pub use attach::{attach, AttachReport, AttachRequest, MtuMismatch};
 pub use del::{del, DelReport, DelRequest};
-pub use detach::{detach, DetachReport, DetachRequest};
+pub use detach::{detach, DetachReport, DetachRequest, Detached};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
 pub use list::{list, ListReport, ListRequest, Row};
+pub use reap::DeadNamespace;
 pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};
 
 use crate::{
@@ -38,14 +42,15 @@ use crate::{
     table::{self, Lock},
 };
 
-/// Steps 2 and 3: privileges, kernel, then the namespace (with `-n`).
-fn enter(netns_name: Option<&str>) -> Result<()> {
+/// Steps 2 to 4: privileges, kernel, the namespace (with `-n`), then the
+/// state of dead namespaces, which is returned.
+fn enter(netns_name: Option<&str>) -> Result<Vec<DeadNamespace>> {
     privileges::check(netns_name.is_some())?;
     privileges::check_kernel()?;
     if let Some(name) = netns_name {
         netns::enter(name)?;
     }
-    Ok(())
+    Ok(reap::remove_dead_namespaces())
 }
 
 /// Step 1 for SPECs: a host port given twice is refused.
@@ -53,7 +58,7 @@ fn check_specs(specs: &[SpecTemplate]) -> Result<()> {
     spec::check_unique_hosts(specs.iter().flat_map(|s| s.host_ports()))
 }
 
-/// Step 4: the mappings of `specs`, each container name resolved once
+/// Step 5: the mappings of `specs`, each container name resolved once
 /// through the Docker engine (which is asked only if a SPEC names a
 /// container). A container on several networks is taken at its address on
 /// one of `bridges` when it has one there.

@@ -68,7 +68,13 @@ pub struct WatchRequest {
 pub enum WatchEvent {
     /// The first sync is done: the map holds this many host addresses.
     Tracking { addresses: usize },
+    /// The state of another namespace, which no longer existed, was removed
+    /// (at the start, then every `REAP_EVERY`).
+    DeadNamespace(super::DeadNamespace),
 }
+
+/// How often `watch` looks for the state of namespaces that are gone.
+pub const REAP_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEnd {
@@ -88,7 +94,9 @@ pub struct WatchReport {
 /// Runs until the namespace is detached (or `timeout` elapses), telling
 /// `on_event` what it does.
 pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result<WatchReport> {
-    super::enter(req.netns.as_deref())?;
+    for dead in super::enter(req.netns.as_deref())? {
+        on_event(WatchEvent::DeadNamespace(dead));
+    }
     let max = req.timeout;
     let state = StateDir::current()?;
     if !state.exists() {
@@ -107,7 +115,14 @@ pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result
     let start = std::time::Instant::now();
     let mut buf = vec![0u8; 64 << 10];
     let mut syncs = 1u64;
+    let mut reaped = std::time::Instant::now();
     loop {
+        if reaped.elapsed() >= REAP_EVERY {
+            for dead in super::reap::remove_dead_namespaces() {
+                on_event(WatchEvent::DeadNamespace(dead));
+            }
+            reaped = std::time::Instant::now();
+        }
         if !state.exists() {
             return Ok(WatchReport {
                 end: WatchEnd::Detached,
