@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{assert_usage_error, require_privileges, PORTFWD};
+use common::{assert_usage_error, ok, require_privileges, PORTFWD};
 
 const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "portfwd-test-busybox:latest";
@@ -138,14 +138,7 @@ fn portfwd(args: &[&str]) -> Output {
 }
 
 fn portfwd_ok(args: &[&str]) -> String {
-    let out = portfwd(args);
-    assert!(
-        out.status.success(),
-        "portfwd {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ok(portfwd(args), &format!("portfwd {args:?}"))
 }
 
 /// Polls `f` until it returns Ok or `limit` passes; the last error then.

@@ -429,13 +429,7 @@ fn detach_removes_the_cgroup_programs() {
     assert_eq!(server.join().unwrap().len(), 1);
 
     ok(topo.portfwd(&["detach", "docker0"]), "detach");
-    assert!(!dir.exists(), "state left behind in {}", dir.display());
-    assert_eq!(
-        cgroup_hooks(&topo.cgroup),
-        hooks(0, 0),
-        "detach must remove every program from {}",
-        topo.cgroup.display()
-    );
+    assert_nothing_left(&dir, &topo.cgroup, "detach");
     let r = hooked(
         &topo,
         &topo.host.name,

@@ -47,3 +47,19 @@ pub fn hooks(bind4: u32, local: u32) -> Vec<(&'static str, u32)> {
         ("getpeername4", local),
     ]
 }
+
+/// Asserts that nothing portfwd made for a namespace is left: no state
+/// directory `dir`, no program on any socket hook of `cgroup`.
+pub fn assert_nothing_left(dir: &std::path::Path, cgroup: &std::path::Path, what: &str) {
+    assert!(
+        !dir.exists(),
+        "{what}: state left behind in {}",
+        dir.display()
+    );
+    assert_eq!(
+        cgroup_hooks(cgroup),
+        hooks(0, 0),
+        "{what}: programs left on {}",
+        cgroup.display()
+    );
+}
