@@ -50,6 +50,12 @@ pub const CT_F_SYN: u8 = 1 << 0;
 pub const CT_F_FIN: u8 = 1 << 1;
 pub const CT_F_RST: u8 = 1 << 2;
 pub const CT_F_ACK: u8 = 1 << 3;
+/// On a reply entry: both ends have sent FIN and the container's last ACK
+/// has gone out. A later packet from the container on the tuple is no longer
+/// this flow's (its TIME_WAIT answering a SYN that came another way, Docker's
+/// own DNAT say) and is left to the kernel; a client packet on the flow clears
+/// it (the client did not get that ACK and sends its FIN again).
+pub const CT_F_DONE: u8 = 1 << 4;
 /// Set by `portfwd del --kill`: the flow is to be reset.
 pub const CT_F_KILL: u8 = 1 << 5;
 /// A killed flow's packet in this entry's direction was already turned into

@@ -10,8 +10,8 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use portfwd_common::{
     stat, Addr, Backend, CtEntry, CtKey, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_ACK, CT_F_CLOSING,
-    CT_F_FIN, CT_F_RST, CT_F_SYN, CT_LIFETIME_CLOSE_NS, CT_LIFETIME_TCP_NS, CT_LIFETIME_TCP_SYN_NS,
-    CT_LIFETIME_UDP_NS, CT_M_WILDCARD,
+    CT_F_DONE, CT_F_FIN, CT_F_RST, CT_F_SYN, CT_LIFETIME_CLOSE_NS, CT_LIFETIME_TCP_NS,
+    CT_LIFETIME_TCP_SYN_NS, CT_LIFETIME_UDP_NS, CT_M_WILDCARD,
 };
 
 use crate::{
@@ -170,6 +170,42 @@ pub fn account_fragment<A: Addr>(entry: &mut CtRef<A>, l3_len: u16) {
     let e = entry.get_mut();
     e.packets += 1;
     e.bytes += l3_len as u64;
+}
+
+/// On the reply path: true if `flow`, from the container on reply entry
+/// `entry`, is no longer this flow's: both ends have closed and the
+/// container's last ACK went out already (see `CT_F_DONE`). That last ACK
+/// itself (the container's first bare ACK once the flow is closing after its
+/// own FIN) marks the entry.
+#[inline(always)]
+pub fn after_close<A: Addr>(entry: &mut CtRef<A>, flow: &Flow<A>) -> bool {
+    let e = entry.get_mut();
+    if !flow.is_tcp() || e.flags & (CT_F_CLOSING | CT_F_FIN) != CT_F_CLOSING | CT_F_FIN {
+        return false;
+    }
+    if e.flags & CT_F_DONE != 0 {
+        return true;
+    }
+    if flow.tcp_flags == TCP_ACK {
+        e.flags |= CT_F_DONE;
+    }
+    false
+}
+
+/// On the forward path: a client packet on a closing flow means the client
+/// is still there (it sends its FIN again if the container's last ACK was
+/// lost), so the container's next answer is this flow's again.
+#[inline(always)]
+pub fn client_still_there<F: Family>(key: &CtKey<F::Addr>, entry: &CtRef<F::Addr>) {
+    let e = entry.get();
+    if e.flags & CT_F_CLOSING == 0 {
+        return;
+    }
+    if let Some(s) = F::conntrack().get_ptr_mut(&e.sibling_key(key)) {
+        // SAFETY: a pointer from a successful lookup in this program run,
+        // written once (see `account` on races).
+        unsafe { (*s).flags &= !CT_F_DONE };
+    }
 }
 
 /// Counts `flow`'s packet on `entry` (stored at `key`) and extends its life

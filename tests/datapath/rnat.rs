@@ -264,3 +264,58 @@ fn a_syn_reusing_a_tuple_starts_a_new_flow() {
         "the SYN-ACK of the new flow"
     );
 }
+
+/// Once a flow has closed and the container's last ACK went out, what the
+/// container sends on the tuple is its TIME_WAIT answering a SYN that came
+/// another way (Docker's own DNAT, say): left to the kernel. A FIN the client
+/// sends again (it missed that ACK) makes the container's next answer the
+/// flow's again.
+#[test]
+fn after_the_last_ack_the_containers_time_wait_is_left_alone() {
+    let Some(mut dp) = standard("after_the_last_ack_the_containers_time_wait_is_left_alone") else {
+        return;
+    };
+    let client = ep(CLIENT, 40_900);
+    let host = ep(HOST, 8080);
+    let container = ep(CONTAINER, 80);
+    dp.ext(&tcp(client, host, TCP_SYN));
+    dp.br(&tcp(container, client, TCP_SYN | TCP_ACK));
+    dp.ext(&tcp(client, host, TCP_ACK));
+    // The server closes first.
+    assert_eq!(
+        dp.br(&tcp(container, client, TCP_FIN | TCP_ACK)).verdict,
+        TC_ACT_REDIRECT,
+        "its FIN"
+    );
+    assert_eq!(
+        dp.ext(&tcp(client, host, TCP_FIN | TCP_ACK)).verdict,
+        TC_ACT_REDIRECT,
+        "the client's FIN"
+    );
+    let last = tcp(container, client, TCP_ACK);
+    let run = dp.br(&last);
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "the container's last ACK goes to the client"
+    );
+    assert_translated("the last ACK", &run.out, &tcp(host, client, TCP_ACK));
+
+    assert_untouched(
+        "the TIME_WAIT's answer to another path's SYN",
+        &dp.br(&last),
+        &last,
+    );
+    assert_eq!(dp.counter("ct_foreign"), 1, "counter ct_foreign");
+
+    assert_eq!(
+        dp.ext(&tcp(client, host, TCP_FIN | TCP_ACK)).verdict,
+        TC_ACT_REDIRECT,
+        "the client's FIN again"
+    );
+    let run = dp.br(&last);
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "the ACK to the FIN sent again is the flow's"
+    );
+    assert_translated("the ACK again", &run.out, &tcp(host, client, TCP_ACK));
+}

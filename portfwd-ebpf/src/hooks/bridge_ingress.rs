@@ -6,7 +6,9 @@
 //!   destination set back to the client). A SYN-ACK that answers no SYN
 //!   portfwd forwarded belongs to another path (Docker's own DNAT, plain
 //!   routing) that reuses a stale flow's tuple: the stale entries go and the
-//!   packet is left to the kernel.
+//!   packet is left to the kernel. Likewise, once a flow has closed and the
+//!   container's last ACK went out, what the container sends on the tuple
+//!   (its TIME_WAIT answering such a SYN) is left to the kernel.
 //! - Anything else may be a container reaching a published port through a
 //!   host address (hairpin, `forward`).
 //! - Later fragments follow their first one's flow; ICMP errors from a
@@ -81,6 +83,10 @@ fn reply<F: Family, P: Packet>(
         && foreign::<F>(key, &e, now)
     {
         conntrack::remove::<F>(key, e.get());
+        stats::count(stat::CT_FOREIGN);
+        return Ok(Verdict::Pass);
+    }
+    if conntrack::after_close(&mut e, flow) {
         stats::count(stat::CT_FOREIGN);
         return Ok(Verdict::Pass);
     }

@@ -119,6 +119,7 @@ fn follow<F: Family, P: Packet>(
     pending: &mut Pending<F::Addr>,
 ) -> Outcome {
     let now = pending.now;
+    conntrack::client_still_there::<F>(key, &e);
     conntrack::account::<F>(key, &mut e, flow, now);
     if let Some(outcome) = reset::if_killed::<F, P>(p, flow, e.get_mut(), now) {
         return outcome;
