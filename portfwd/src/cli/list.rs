@@ -1,4 +1,4 @@
-//! `portfwd list [--json]`
+//! `portfwd list [--json] [--counters]`
 use std::fmt::Write as _;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
@@ -8,6 +8,10 @@ use portfwd::{ops, Error};
 pub struct Args {
     #[arg(long)]
     json: bool,
+    /// Show every datapath counter (zeros too) and how full conntrack is,
+    /// instead of the mappings.
+    #[arg(long)]
+    counters: bool,
 }
 
 pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
@@ -15,6 +19,9 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
     super::say_removed(&report.dead_namespaces);
     if !report.attached {
         return Ok(super::nothing_attached(args.json));
+    }
+    if args.counters {
+        return Ok(counters(&report, args.json));
     }
     if args.json {
         return Ok(super::json(&report.rows));
@@ -58,4 +65,32 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         let _ = writeln!(out, "datapath: {}", counters.join(" "));
     }
     Ok(out)
+}
+
+/// `--counters`: every counter by name, and conntrack's use.
+fn counters(report: &ops::ListReport, json: bool) -> String {
+    if json {
+        let counters: serde_json::Map<String, serde_json::Value> = report
+            .counters
+            .iter()
+            .map(|(n, v)| (n.to_string(), (*v).into()))
+            .collect();
+        return super::json(&serde_json::json!({
+            "counters": counters,
+            "conntrack": report.conntrack,
+        }));
+    }
+    let mut out = String::new();
+    for (n, v) in &report.counters {
+        let _ = writeln!(out, "{n:<24} {v}");
+    }
+    let c = report.conntrack;
+    let _ = writeln!(
+        out,
+        "conntrack                {} of {} entries ({:.1}%)",
+        c.entries,
+        c.capacity,
+        c.entries as f64 * 100.0 / c.capacity as f64
+    );
+    out
 }

@@ -27,17 +27,32 @@ pub struct Row {
     pub active_flows: u64,
 }
 
-pub fn rows(maps: &Maps) -> Vec<Row> {
+/// How full the conntrack map is: live entries (both directions of every
+/// flow) of its capacity; the LRU evicts the least recently used when full.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ConntrackUse {
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// The rows, and how full conntrack is (from one pass over it).
+pub fn rows(maps: &Maps) -> (Vec<Row>, ConntrackUse) {
     let now = super::monotonic_ns();
-    let live: Vec<_> = maps
+    let entries: Vec<_> = maps
         .conntrack
         .iter()
         .filter_map(|r| r.ok())
-        .filter(|(_, e)| {
-            e.dir == CT_DIR_FORWARD && e.expires_ns > now && e.flags & CT_F_CLOSING == 0
-        })
+        .filter(|(_, e)| e.expires_ns > now)
         .collect();
-    table::entries(maps)
+    let usage = ConntrackUse {
+        entries: entries.len() as u64,
+        capacity: u64::from(portfwd_common::CONNTRACK_MAX),
+    };
+    let live: Vec<_> = entries
+        .into_iter()
+        .filter(|(_, e)| e.dir == CT_DIR_FORWARD && e.flags & CT_F_CLOSING == 0)
+        .collect();
+    let rows = table::entries(maps)
         .into_iter()
         .map(|(host, b)| {
             let s = table::mapping_stats(maps, &host);
@@ -61,7 +76,8 @@ pub fn rows(maps: &Maps) -> Vec<Row> {
                 active_flows: active,
             }
         })
-        .collect()
+        .collect();
+    (rows, usage)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -78,6 +94,7 @@ pub struct ListReport {
     pub rows: Vec<Row>,
     /// The datapath's counters by name, summed over CPUs, zeros included.
     pub counters: Vec<(&'static str, u64)>,
+    pub conntrack: ConntrackUse,
     /// State of other namespaces that no longer existed, removed first.
     pub dead_namespaces: Vec<super::DeadNamespace>,
 }
@@ -91,10 +108,12 @@ pub fn list(req: &ListRequest) -> Result<ListReport> {
             ..Default::default()
         });
     };
+    let (rows, conntrack) = rows(&maps);
     Ok(ListReport {
         attached: true,
-        rows: rows(&maps),
+        rows,
         counters: maps.counters(),
+        conntrack,
         dead_namespaces,
     })
 }
