@@ -515,3 +515,63 @@ fn reattach_keeps_mappings_counters_and_flows() {
     assert_eq!(list_json(&topo)[0]["connections"], 2);
     server.join().unwrap();
 }
+
+/// The bits of `pf_hot` set for (set, protocol, port).
+fn hot(topo: &Topology, set: u32, proto: u8, port: u16) -> bool {
+    let dir = topo.state_dir();
+    let data = aya::maps::MapData::from_pin(dir.join(portfwd_common::MAP_HOT)).expect("pf_hot");
+    let map: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("an array");
+    let (word, bit) = portfwd_common::hot_bit(set, proto, port.to_be());
+    map.get(&word, 0).expect("a word") & bit != 0
+}
+
+/// The ports packets may be portfwd's on follow the table: set by add for
+/// the host and the container port, kept after del while a flow drains,
+/// cleared once neither a mapping nor a flow uses them (attach recomputes).
+#[test]
+fn hot_ports_follow_the_table_and_its_flows() {
+    require_privileges!();
+    let topo = Topology::new("hot", 1);
+    let (tcp, udp) = (portfwd_common::PROTO_TCP, portfwd_common::PROTO_UDP);
+    use portfwd_common::{HOT_BACKEND, HOT_HOST};
+    topo.attach(&[]);
+    assert!(
+        !hot(&topo, HOT_HOST, tcp, 8080),
+        "nothing published, nothing hot"
+    );
+    ok(
+        topo.portfwd(&["add", "8080=172.30.0.10:80", "5353=172.30.0.10:53/udp"]),
+        "add",
+    );
+    for (what, set, proto, port) in [
+        ("the TCP host port", HOT_HOST, tcp, 8080),
+        ("the TCP container port", HOT_BACKEND, tcp, 80),
+        ("the UDP host port", HOT_HOST, udp, 5353),
+        ("the UDP container port", HOT_BACKEND, udp, 53),
+    ] {
+        assert!(hot(&topo, set, proto, port), "{what} is hot after add");
+    }
+    assert!(!hot(&topo, HOT_HOST, udp, 8080), "TCP and UDP are apart");
+
+    // A flow in progress keeps 8080 hot after del, through a recompute.
+    let listener = tcp_listener(&topo.containers[0].name, 80);
+    let mut client = connect_from(&topo.client.name, HOST_EXT_IP, 8080).expect("connect");
+    let (mut server, _) = accept_within(&listener, Duration::from_secs(5)).expect("accept");
+    ok(topo.portfwd(&["del", "8080", "5353/udp"]), "del");
+    topo.attach(&[]);
+    assert!(
+        hot(&topo, HOT_HOST, tcp, 8080),
+        "a draining flow keeps its host port hot"
+    );
+    assert!(hot(&topo, HOT_BACKEND, tcp, 80), "and its container port");
+    assert!(
+        !hot(&topo, HOT_HOST, udp, 5353),
+        "a port with neither mapping nor flow cools"
+    );
+    client.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    server
+        .read_exact(&mut buf)
+        .expect("the draining flow still works");
+}

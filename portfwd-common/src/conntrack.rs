@@ -112,7 +112,9 @@ pub struct CtEntry<A> {
     pub flags: u8,
     /// `CT_M_*` bits.
     pub mflags: u8,
-    pub pad: [u8; 5],
+    pub pad: u8,
+    /// The mapping's counters (`Backend::stats_slot`).
+    pub stats_slot: u32,
 }
 
 impl<A: Addr> CtEntry<A> {
@@ -198,5 +200,5 @@ impl<A: Addr> CtEntry<A> {
 
 crate::assert_layout!(CtKey<V4> = V4, V4, u16, u16, u8, [u8; 3]; 16);
 crate::assert_layout!(CtKey<V6> = V6, V6, u16, u16, u8, [u8; 3]; 40);
-crate::assert_layout!(CtEntry<V4> = u64, u64, u64, u64, V4, V4, u32, u16, u16, u8, u8, u8, [u8; 5]; 56);
-crate::assert_layout!(CtEntry<V6> = u64, u64, u64, u64, V6, V6, u32, u16, u16, u8, u8, u8, [u8; 5]; 80);
+crate::assert_layout!(CtEntry<V4> = u64, u64, u64, u64, V4, V4, u32, u16, u16, u8, u8, u8, u8, u32; 56);
+crate::assert_layout!(CtEntry<V6> = u64, u64, u64, u64, V6, V6, u32, u16, u16, u8, u8, u8, u8, u32; 80);

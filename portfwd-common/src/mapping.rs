@@ -26,6 +26,10 @@ pub struct Backend<A> {
     pub pad: u16,
     /// The bridge the container sits on; forwarded packets are redirected there.
     pub bridge_ifindex: u32,
+    /// The mapping's index in `pf_mstats` (its counters), chosen by
+    /// userspace; a flow carries it so that no packet needs a hash lookup to
+    /// be counted.
+    pub stats_slot: u32,
 }
 
 impl<A: Addr> MapKey<A> {
@@ -39,7 +43,7 @@ impl<A: Addr> MapKey<A> {
     }
 }
 
-/// Value of `pf_mstats4` / `pf_mstats6` (per-CPU hash keyed by `MapKey`):
+/// Value of `pf_mstats` (a per-CPU array indexed by `Backend::stats_slot`):
 /// what went through one mapping. "fwd" is client -> container, "rev"
 /// container -> client.
 #[repr(C)]
@@ -67,7 +71,31 @@ pub struct PortKey {
 
 crate::assert_layout!(MapKey<V4> = V4, u16, u8, u8; 8);
 crate::assert_layout!(MapKey<V6> = V6, u16, u8, u8; 20);
-crate::assert_layout!(Backend<V4> = V4, u16, u16, u32; 12);
-crate::assert_layout!(Backend<V6> = V6, u16, u16, u32; 24);
+crate::assert_layout!(Backend<V4> = V4, u16, u16, u32, u32; 16);
+crate::assert_layout!(Backend<V6> = V6, u16, u16, u32, u32; 28);
 crate::assert_layout!(MapStats = u64, u64, u64, u64, u64; 40);
 crate::assert_layout!(PortKey = u16, u8, u8; 4);
+
+/// `pf_hot`: a bitmap (u64 words in an array) of the ports a packet may be
+/// portfwd's on, consulted before any hash lookup so that packets that are
+/// not ours cost next to nothing. Bits are set for a mapping's host port
+/// (`HOT_HOST`: the destination of packets toward it, the source of its
+/// replies as errors quote them) and its container port (`HOT_BACKEND`: the
+/// source of the container's replies). Userspace sets them with the mapping
+/// and clears them only when neither a mapping nor a live flow uses the port
+/// (`portfwd watch`, attach): a port of a removed mapping stays hot while its
+/// flows drain, which costs such packets the full lookup, never a wrong
+/// answer.
+pub const HOT_HOST: u32 = 0;
+pub const HOT_BACKEND: u32 = 1;
+/// Two sets of two protocols of 65 536 ports, 64 to a word.
+pub const HOT_WORDS: u32 = 4 * 1024;
+
+/// The word and bit of `pf_hot` for `port_be` (network order) of `proto`
+/// (TCP or UDP) in `set`.
+#[inline(always)]
+pub fn hot_bit(set: u32, proto: u8, port_be: u16) -> (u32, u64) {
+    let port = u16::from_be(port_be) as u32;
+    let p = if proto == crate::PROTO_TCP { 0 } else { 1 };
+    (((set * 2 + p) << 10) | (port >> 6), 1u64 << (port & 63))
+}

@@ -20,9 +20,13 @@ pub const FRAG_QUEUE_MAX: u32 = 512;
 
 /// Bump when a map's meaning changes without its sizes changing; pinned
 /// state written under another version is refused (see `pf_meta`).
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 /// Index of the layout version in `pf_meta`.
 pub const META_LAYOUT: u32 = 0;
+/// Index in `pf_meta` of where userspace looks for the next free stats slot:
+/// slots are handed out round the array, so that a removed mapping's slot,
+/// still counted into by its draining flows, is not given out again soon.
+pub const META_SLOT_HINT: u32 = 2;
 pub const META_NETNS_INO: u32 = 1; // index of the netns inode (st_ino of /proc/self/ns/net)
 pub const META_MAX: u32 = 4;
 
@@ -31,10 +35,15 @@ pub const MAP_META: &str = "pf_meta";
 pub const MAP_MAPPINGS4: &str = "pf_map4";
 pub const MAP_CONNTRACK4: &str = "pf_ct4";
 pub const MAP_LOCAL_ADDRS4: &str = "pf_local4";
-pub const MAP_MAPPING_STATS4: &str = "pf_mstats4";
+/// Per-mapping counters, by slot: one array for both families.
+pub const MAP_MAPPING_STATS: &str = "pf_mstats";
+/// Which slots of `pf_mstats` mappings hold (a bitmap of u64 words).
+pub const MAP_SLOTS: &str = "pf_slots";
+pub const SLOT_WORDS: u32 = MAPPINGS_MAX / 64;
 pub const MAP_SOCK_REVERSE4: &str = "pf_sockrev4";
 pub const MAP_STATS: &str = "pf_stats";
 pub const MAP_PORTS: &str = "pf_ports";
+pub const MAP_HOT: &str = "pf_hot";
 pub const MAP_FRAG4: &str = "pf_frag4";
 pub const MAP_FRAG_QUEUE4: &str = "pf_fragq4";
 /// Per-CPU token bucket for the ICMP errors portfwd itself sends.
@@ -74,12 +83,8 @@ pub const MAPS: &[MapSpec] = &[
         CONNTRACK_MAX,
     ),
     spec(MAP_LOCAL_ADDRS4, 4, 4, LOCAL_ADDRS_MAX),
-    spec(
-        MAP_MAPPING_STATS4,
-        size_of::<MapKey<V4>>(),
-        size_of::<MapStats>(),
-        MAPPINGS_MAX,
-    ),
+    spec(MAP_MAPPING_STATS, 4, size_of::<MapStats>(), MAPPINGS_MAX),
+    spec(MAP_SLOTS, 4, 8, SLOT_WORDS),
     spec(
         MAP_SOCK_REVERSE4,
         size_of::<SockRevKey<V4>>(),
@@ -88,6 +93,7 @@ pub const MAPS: &[MapSpec] = &[
     ),
     spec(MAP_STATS, 4, 8, STATS_MAX),
     spec(MAP_PORTS, size_of::<PortKey>(), 4, MAPPINGS_MAX),
+    spec(MAP_HOT, 4, 8, crate::HOT_WORDS),
     spec(
         MAP_FRAG4,
         size_of::<FragKey<V4>>(),

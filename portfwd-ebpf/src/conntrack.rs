@@ -7,7 +7,7 @@
 //! established, and a short final one after both FINs or a RST; UDP gets a
 //! fixed idle timeout. Expired entries are ignored and overwritten; the LRU
 //! evicts the oldest when the map is full.
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns};
 use portfwd_common::{
     stat, Addr, Backend, CtEntry, CtKey, CT_DIR_FORWARD, CT_DIR_REPLY, CT_F_ACK, CT_F_CLOSING,
     CT_F_DONE, CT_F_FIN, CT_F_RST, CT_F_SYN, CT_LIFETIME_CLOSE_NS, CT_LIFETIME_TCP_NS,
@@ -20,10 +20,13 @@ use crate::{
     stats,
 };
 
+/// CLOCK_MONOTONIC at tick resolution: lifetimes are seconds long, and the
+/// coarse clock is a plain read where the precise one reads the clocksource.
+/// Userspace compares `expires_ns` against CLOCK_MONOTONIC too.
 #[inline(always)]
 pub fn now() -> u64 {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    unsafe { bpf_ktime_get_ns() }
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// A live conntrack entry found by lookup in this program run.
@@ -121,7 +124,8 @@ pub fn create<F: Family>(
         dir: CT_DIR_REPLY,
         flags: 0,
         mflags,
-        pad: [0; 5],
+        pad: 0,
+        stats_slot: backend.stats_slot,
     };
     let ct = F::conntrack();
     // Reply entry first: once the forward entry exists, a reply can come.

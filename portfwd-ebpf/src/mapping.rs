@@ -1,27 +1,27 @@
 //! Looking up a published port, for packets (TC) and sockets (cgroup hooks).
-use portfwd_common::{Addr, Backend, MapKey};
+use aya_ebpf::{macros::map, maps::Array};
+use portfwd_common::{hot_bit, Backend, MapKey, HOT_WORDS};
 
 use crate::family::Family;
 
-/// A matched mapping: the endpoint, and whether the match was the wildcard
-/// (with the host port and protocol, that names the mapping's counters).
+/// The ports packets may be portfwd's on (see `portfwd_common::HOT_HOST`).
+/// An array: the verifier turns its lookup into an index check and a load.
+#[map(name = "pf_hot")]
+static HOT: Array<u64> = Array::with_max_entries(HOT_WORDS, 0);
+
+/// True if `port_be` of `proto` is in `set` of `pf_hot`.
+#[inline(always)]
+pub fn hot(set: u32, proto: u8, port_be: u16) -> bool {
+    let (word, bit) = hot_bit(set, proto, port_be);
+    HOT.get(word).is_some_and(|w| *w & bit != 0)
+}
+
+/// A matched mapping: the endpoint (with its counters' slot), and whether
+/// the match was the wildcard.
 #[derive(Clone, Copy, Default)]
 pub struct Matched<A> {
     pub backend: Backend<A>,
     pub wildcard: bool,
-}
-
-impl<A: Addr> Matched<A> {
-    /// The key of the matched mapping for a packet to `daddr_be:dport_be`.
-    #[inline(always)]
-    pub fn key(&self, daddr_be: A, dport_be: u16, proto: u8) -> MapKey<A> {
-        let addr = if self.wildcard {
-            A::default()
-        } else {
-            daddr_be
-        };
-        MapKey::new(addr, dport_be, proto)
-    }
 }
 
 #[inline(always)]

@@ -4,16 +4,21 @@
 //! datapath tests check the built object against that table.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use portfwd_common::{
     Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, SockRevKey, SockRevValue, CONNTRACK_MAX,
-    LOCAL_ADDRS_MAX, MAPPINGS_MAX, META_MAX, SOCK_REVERSE_MAX, STATS_MAX, V4,
+    LOCAL_ADDRS_MAX, MAPPINGS_MAX, META_MAX, SLOT_WORDS, SOCK_REVERSE_MAX, STATS_MAX, V4,
 };
 
 /// Facts about the pinned state itself (its layout version); userspace only.
 #[map(name = "pf_meta")]
 pub static META: Array<u64> = Array::with_max_entries(META_MAX, 0);
+
+/// Which slots of `pf_mstats` mappings hold; userspace only (kept here so
+/// that the loader creates and pins it with the rest).
+#[map(name = "pf_slots")]
+pub static SLOTS: Array<u64> = Array::with_max_entries(SLOT_WORDS, 0);
 
 /// Published host ports -> container endpoints. Written by userspace only.
 #[map(name = "pf_map4")]
@@ -23,10 +28,10 @@ pub static MAPPINGS4: HashMap<MapKey<V4>, Backend<V4>> = HashMap::with_max_entri
 #[map(name = "pf_ports")]
 pub static PORTS: HashMap<PortKey, u32> = HashMap::with_max_entries(MAPPINGS_MAX, 0);
 
-/// Per-mapping traffic counters, created by userspace with the mapping.
-#[map(name = "pf_mstats4")]
-pub static MAPPING_STATS4: PerCpuHashMap<MapKey<V4>, MapStats> =
-    PerCpuHashMap::with_max_entries(MAPPINGS_MAX, 0);
+/// Per-mapping traffic counters, by the slot userspace gave the mapping
+/// (`Backend::stats_slot`), for both families.
+#[map(name = "pf_mstats")]
+pub static MAPPING_STATS: PerCpuArray<MapStats> = PerCpuArray::with_max_entries(MAPPINGS_MAX, 0);
 
 /// Two entries per flow, one per direction (see `CtEntry`).
 #[map(name = "pf_ct4")]

@@ -6,7 +6,9 @@
 //! what the verifier needs to see. Checksum updates go through the context,
 //! because on TC the kernel helpers also keep `skb->csum` right for
 //! CHECKSUM_COMPLETE packets; those helpers may move packet data, so no
-//! pointer is kept across a call (each access re-derives its own).
+//! pointer is kept across a call (each access re-derives its own). IPv4
+//! header and ICMP checksums, never offloaded, are plain arithmetic
+//! (`csum`).
 use aya_ebpf::{
     bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_check_mtu_flags::BPF_MTU_CHK_SEGS},
     bindings::{
@@ -67,11 +69,12 @@ pub trait Packet {
     /// Makes the first `len` bytes directly accessible, if the packet has them.
     fn pull(&self, len: u32) -> bool;
 
-    /// Replaces `from` by `to` (`size` 2 or 4 bytes, or 0 with `to` a
-    /// checksum difference) in the 16-bit one's complement checksum at `off`.
-    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Drop>;
-    /// The same for an L4 checksum; `flags` are the helper's (pseudo-header,
-    /// mangled-0, IPv6).
+    /// Replaces `from` by `to` (`flags`' low bits: 2 or 4 bytes, or 0 with
+    /// `to` a checksum difference) in the L4 checksum at `off`; the helper's
+    /// other flags say whether the change is in the pseudo-header, whether a
+    /// zero UDP checksum stays zero, and IPv6. Through the kernel helper
+    /// because it also keeps CHECKSUM_COMPLETE and CHECKSUM_PARTIAL packets
+    /// right, which BPF cannot tell apart.
     fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), Drop>;
 
     /// Cuts or grows the packet to `len` bytes (Ethernet header included).
@@ -119,6 +122,8 @@ pub trait Packet {
     /// The MTU of `ifindex` if the packet (or, for a GSO packet, one of
     /// its segments) is too big for it; None if it fits or cannot be told.
     fn too_big_for(&self, ifindex: u32) -> Option<u32>;
+    /// The MTU of `ifindex`; None if there is no such device.
+    fn device_mtu(&self, ifindex: u32) -> Option<u32>;
 
     /// Sends the packet out of `ifindex`, the kernel filling in the L2
     /// addresses from its neighbour table.
@@ -216,13 +221,6 @@ impl Packet for TcPacket<'_> {
     fn pull(&self, len: u32) -> bool {
         // SAFETY: the helper takes the program's own context.
         len <= self.len() && unsafe { bpf_skb_pull_data(self.0.as_ptr() as *mut _, len) } == 0
-    }
-
-    #[inline(always)]
-    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), Drop> {
-        self.0
-            .l3_csum_replace(off, from as u64, to as u64, size)
-            .map_err(|_| Drop(stat::DROP_CSUM_L3))
     }
 
     #[inline(always)]
@@ -439,6 +437,16 @@ impl Packet for TcPacket<'_> {
         // 0: fits; > 0: too big (whole, or per segment); < 0: no such
         // device (under BPF_PROG_TEST_RUN) or bad arguments.
         (ret > 0).then_some(mtu)
+    }
+
+    #[inline(always)]
+    fn device_mtu(&self, ifindex: u32) -> Option<u32> {
+        // A length of 1 (mtu_len in) fits any device: only the MTU the
+        // helper writes back is wanted.
+        let mut mtu = 1u32;
+        // SAFETY: as in `too_big_for`.
+        let ret = unsafe { bpf_check_mtu(self.0.as_ptr(), ifindex, &mut mtu, 0, 0) };
+        (ret >= 0).then_some(mtu)
     }
 
     #[inline(always)]

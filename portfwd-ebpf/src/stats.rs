@@ -1,7 +1,7 @@
 //! Per-CPU event and drop-reason counters, and per-mapping traffic counters.
-use portfwd_common::{MapKey, MapStats};
+use portfwd_common::MapStats;
 
-use crate::{family::Family, maps::STATS};
+use crate::maps::{MAPPING_STATS, STATS};
 
 #[inline(always)]
 pub fn count(code: u32) {
@@ -21,16 +21,15 @@ pub enum Dir {
     Reverse,
 }
 
-/// Adds a packet of `bytes` to the counters of mapping `key`; `new_flow`
-/// also counts a connection. The counters entry is created by userspace with
-/// the mapping; a packet of a mapping that has been removed (a draining flow)
-/// is not counted.
+/// Adds a packet of `bytes` to the counters of the mapping in `slot` of
+/// `pf_mstats`; `new_flow` also counts a connection. A per-CPU array: the
+/// lookup is an index check and a load, no hash.
 #[inline(always)]
-pub fn mapping<F: Family>(key: &MapKey<F::Addr>, dir: Dir, bytes: u64, new_flow: bool) {
-    let Some(s) = F::mapping_stats().get_ptr_mut(key) else {
+pub fn mapping(slot: u32, dir: Dir, bytes: u64, new_flow: bool) {
+    let Some(s) = MAPPING_STATS.get_ptr_mut(slot) else {
         return;
     };
-    // SAFETY: a per-CPU hash value from a successful lookup: valid for this
+    // SAFETY: a per-CPU array value from a successful lookup: valid for this
     // program run and written only by this CPU.
     let s: &mut MapStats = unsafe { &mut *s };
     match dir {

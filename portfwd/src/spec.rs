@@ -88,12 +88,15 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub fn backend(&self, bridge_ifindex: u32) -> Backend<V4> {
+    /// The table's value for this mapping on `bridge_ifindex`, counted in
+    /// `stats_slot`.
+    pub fn backend(&self, bridge_ifindex: u32, stats_slot: u32) -> Backend<V4> {
         Backend {
             addr_be: u32::from_ne_bytes(self.container_ip.octets()),
             port_be: self.container_port.to_be(),
             pad: 0,
             bridge_ifindex,
+            stats_slot,
         }
     }
 }

@@ -13,7 +13,8 @@ use std::{collections::BTreeMap, fs::File, os::fd::AsRawFd as _};
 
 use aya::maps::PerCpuValues;
 use portfwd_common::{
-    CtEntry, CtKey, MapKey, MapStats, PortKey, CT_DIR_FORWARD, CT_F_KILL, PROTO_TCP, V4,
+    CtEntry, CtKey, MapKey, MapStats, PortKey, CT_DIR_FORWARD, CT_F_KILL, HOT_BACKEND, HOT_HOST,
+    PROTO_TCP, V4,
 };
 
 use crate::{
@@ -131,27 +132,113 @@ pub fn add(
     replace: bool,
 ) -> Result<()> {
     for m in mappings {
-        let is_new = maps.mappings.get(&m.host.key(), 0).is_err();
-        let zeros = zero_stats()?;
         let key = m.host.key();
-        // Counters first, so the datapath can count from the first packet.
-        match maps.mapping_stats.insert(key, zeros, BPF_NOEXIST) {
-            Ok(()) => {}
-            Err(_) if maps.mapping_stats.get(&key, 0).is_ok() => {}
-            Err(e) => return Err(Error::ebpf(format!("counters for {m}"), e)),
-        }
+        let existing = maps.mappings.get(&key, 0).ok();
+        // Hot before the mapping exists: its first packet must not be
+        // passed over.
+        mark_hot(
+            maps,
+            &[
+                (HOT_HOST, key.proto, key.port_be),
+                (HOT_BACKEND, key.proto, m.container_port.to_be()),
+            ],
+        )?;
+        // A re-pointed mapping keeps its counters; a new one gets a slot,
+        // zeroed before the mapping exists so it counts from the first packet.
+        let slot = match existing {
+            Some(b) => b.stats_slot,
+            None => take_slot(maps)?,
+        };
         let flags = if replace { 0 } else { BPF_NOEXIST };
-        maps.mappings
-            .insert(key, m.backend(bridge_ifindex), flags)
+        let added = maps
+            .mappings
+            .insert(key, m.backend(bridge_ifindex, slot), flags)
             .map_err(|e| match maps.mappings.get(&key, 0) {
                 Ok(_) if !replace => Error::PortConflict {
                     port: m.host.to_string(),
                     existing: m.host.to_string(),
                 },
                 _ => Error::ebpf(format!("adding {m}"), e),
-            })?;
-        if is_new {
+            });
+        if let Err(e) = added {
+            if existing.is_none() {
+                free_slot(maps, slot);
+            }
+            return Err(e);
+        }
+        if existing.is_none() {
             bump_port(maps, &key, 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// A free slot of `pf_mstats` for a new mapping, its counters zeroed and its
+/// bit in `pf_slots` set. Slots are handed out round the array from the hint
+/// in `pf_meta`, so a removed mapping's slot (its draining flows may still
+/// count into it) comes round again only after every other: a few syscalls,
+/// whatever the table's size.
+fn take_slot(maps: &mut Maps) -> Result<u32> {
+    let words = portfwd_common::SLOT_WORDS;
+    let hint = maps
+        .meta
+        .get(&portfwd_common::META_SLOT_HINT, 0)
+        .unwrap_or(0) as u32
+        % words;
+    for i in 0..words {
+        let w = (hint + i) % words;
+        let used = maps.slots.get(&w, 0).unwrap_or(0);
+        if used == u64::MAX {
+            continue;
+        }
+        let bit = (!used).trailing_zeros();
+        let slot = w * 64 + bit;
+        maps.mapping_stats
+            .set(slot, zero_stats()?, 0)
+            .map_err(|e| Error::ebpf("zeroing a counters slot", e))?;
+        maps.slots
+            .set(w, used | (1 << bit), 0)
+            .map_err(|e| Error::ebpf("updating pf_slots", e))?;
+        // The next search starts past this word once it is full.
+        let next = if used | (1 << bit) == u64::MAX {
+            (w + 1) % words
+        } else {
+            w
+        };
+        let _ = maps
+            .meta
+            .set(portfwd_common::META_SLOT_HINT, u64::from(next), 0);
+        return Ok(slot);
+    }
+    Err(Error::ebpf(
+        "allocating counters",
+        std::io::Error::other("every counters slot is in use"),
+    ))
+}
+
+/// Gives `slot` back (its counters stay until it is handed out again).
+fn free_slot(maps: &mut Maps, slot: u32) {
+    let w = slot / 64;
+    if let Ok(used) = maps.slots.get(&w, 0) {
+        let _ = maps.slots.set(w, used & !(1 << (slot % 64)), 0);
+    }
+}
+
+/// Makes `pf_slots` exactly the slots the mappings hold, repairing what a
+/// command killed between its writes may have left. Run by attach.
+pub fn rebuild_slots(maps: &mut Maps) -> Result<()> {
+    let mut wanted = vec![0u64; portfwd_common::SLOT_WORDS as usize];
+    for (_, b) in maps.mapping_entries() {
+        if let Some(w) = wanted.get_mut(b.stats_slot as usize / 64) {
+            *w |= 1 << (b.stats_slot % 64);
+        }
+    }
+    for (w, value) in wanted.into_iter().enumerate() {
+        let w = w as u32;
+        if maps.slots.get(&w, 0).unwrap_or(0) != value {
+            maps.slots
+                .set(w, value, 0)
+                .map_err(|e| Error::ebpf("updating pf_slots", e))?;
         }
     }
     Ok(())
@@ -203,10 +290,13 @@ pub fn remove_bridge(maps: &mut Maps, bridge_ifindex: u32) -> Result<Vec<HostPor
 fn unpublish(maps: &mut Maps, hosts: &[HostPort]) -> Result<()> {
     for host in hosts {
         let key = host.key();
+        let slot = maps.mappings.get(&key, 0).map(|b| b.stats_slot).ok();
         maps.mappings
             .remove(&key)
             .map_err(|e| Error::ebpf(format!("removing {host}"), e))?;
-        let _ = maps.mapping_stats.remove(&key);
+        if let Some(slot) = slot {
+            free_slot(maps, slot);
+        }
         bump_port(maps, &key, -1)?;
     }
     Ok(())
@@ -277,6 +367,60 @@ pub fn reply_key(key: &CtKey<V4>, entry: &CtEntry<V4>) -> CtKey<V4> {
     entry.sibling_key(key)
 }
 
+/// Sets the `pf_hot` bits of `ports` ((set, protocol, port in network
+/// order)); one read and one write per word.
+fn mark_hot(maps: &mut Maps, ports: &[(u32, u8, u16)]) -> Result<()> {
+    for &(set, proto, port_be) in ports {
+        let (word, bit) = portfwd_common::hot_bit(set, proto, port_be);
+        let old = maps.hot.get(&word, 0).unwrap_or(0);
+        if old & bit == 0 {
+            maps.hot
+                .set(word, old | bit, 0)
+                .map_err(|e| Error::ebpf("updating pf_hot", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `pf_hot` exactly the ports of the mappings and of the flows that
+/// are still alive (a removed mapping's port stays hot while its flows
+/// drain). Run by attach and, periodically, by `watch`; costs a pass over
+/// conntrack.
+pub fn rebuild_hot(maps: &mut Maps) -> Result<()> {
+    let mut wanted = vec![0u64; portfwd_common::HOT_WORDS as usize];
+    let mut want = |set, proto, port_be| {
+        let (word, bit) = portfwd_common::hot_bit(set, proto, port_be);
+        wanted[word as usize] |= bit;
+    };
+    for (key, b) in maps.mapping_entries() {
+        want(HOT_HOST, key.proto, key.port_be);
+        want(HOT_BACKEND, key.proto, b.port_be);
+    }
+    let now = crate::ops::monotonic_ns();
+    for (key, e) in maps.conntrack.iter().filter_map(|r| r.ok()) {
+        if e.expires_ns <= now {
+            continue;
+        }
+        let (_, host_port) = e.host_side(&key);
+        let backend_port = if e.dir == CT_DIR_FORWARD {
+            e.nat_port_be
+        } else {
+            key.sport_be
+        };
+        want(HOT_HOST, key.proto, host_port);
+        want(HOT_BACKEND, key.proto, backend_port);
+    }
+    for (word, value) in wanted.into_iter().enumerate() {
+        let word = word as u32;
+        if maps.hot.get(&word, 0).unwrap_or(0) != value {
+            maps.hot
+                .set(word, value, 0)
+                .map_err(|e| Error::ebpf("updating pf_hot", e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes `pf_ports` the count of mappings per (port, protocol), repairing
 /// what a command killed between its two writes may have left. Run by attach.
 pub fn rebuild_ports(maps: &mut Maps) -> Result<()> {
@@ -307,10 +451,13 @@ fn zero_stats() -> Result<PerCpuValues<MapStats>> {
         .map_err(|e| Error::io("per-CPU values", e))
 }
 
-/// Per-mapping counters summed over CPUs (zero if the entry is missing).
+/// Per-mapping counters summed over CPUs (zero if the mapping is missing).
 pub fn mapping_stats(maps: &Maps, host: &HostPort) -> MapStats {
     let mut total = MapStats::default();
-    if let Ok(per_cpu) = maps.mapping_stats.get(&host.key(), 0) {
+    let Ok(b) = maps.mappings.get(&host.key(), 0) else {
+        return total;
+    };
+    if let Ok(per_cpu) = maps.mapping_stats.get(&b.stats_slot, 0) {
         for s in per_cpu.iter() {
             total.fwd_packets += s.fwd_packets;
             total.fwd_bytes += s.fwd_bytes;

@@ -123,12 +123,8 @@ impl Datapath {
     /// Publishes `spec` on the bridge `ifindex`.
     pub fn publish_on(&mut self, spec: &str, ifindex: u32) {
         let spec: Spec = spec.parse().expect("a valid SPEC");
-        for m in &spec.mappings {
-            self.maps
-                .mappings
-                .insert(m.host.key(), m.backend(ifindex), 0)
-                .expect("inserting into pf_map");
-        }
+        portfwd::table::add(&mut self.maps, &spec.mappings, ifindex, true)
+            .expect("adding to the mapping table as userspace does");
     }
 
     pub fn unpublish(&mut self, spec: &str) {

@@ -5,9 +5,9 @@ pub mod v4;
 
 use aya_ebpf::{
     bindings::bpf_sock_tuple,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
-use portfwd_common::{Addr, Backend, CtEntry, CtKey, MapKey, MapStats};
+use portfwd_common::{Addr, Backend, CtEntry, CtKey, MapKey};
 
 use crate::pkt::{Drop, Outcome, Packet};
 
@@ -197,9 +197,12 @@ pub trait Family: 'static {
     /// Per-CPU room for building a conntrack entry off the stack.
     fn ct_scratch() -> &'static PerCpuArray<CtEntry<Self::Addr>>;
     fn mappings() -> &'static HashMap<MapKey<Self::Addr>, Backend<Self::Addr>>;
-    fn mapping_stats() -> &'static PerCpuHashMap<MapKey<Self::Addr>, MapStats>;
     /// The host's own addresses (value: ifindex).
     fn local_addrs() -> &'static HashMap<Self::Addr, u32>;
+
+    /// True if the frame's ethertype is this family's: one load, before
+    /// anything else is spent on the packet.
+    fn is_family<P: Packet>(p: &P) -> bool;
 
     /// Parses the packet into `out` (which starts as `Parsed::default()`);
     /// an out-parameter, so that the result is built in place rather than

@@ -2,11 +2,9 @@
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, bpf_sock_tuple, BPF_FIB_LOOKUP_OUTPUT, BPF_F_PSEUDO_HDR},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
-use portfwd_common::{
-    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PROTO_ICMP, PROTO_TCP, PROTO_UDP, V4,
-};
+use portfwd_common::{stat, Backend, CtEntry, CtKey, MapKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, V4};
 
 use super::{
     Family, Flow, Kind, Parsed, Side, ETH_HLEN, L4_DPORT_OFF, L4_SPORT_OFF, TCP_CSUM_OFF,
@@ -73,13 +71,13 @@ impl Family for Ipv4 {
     }
 
     #[inline(always)]
-    fn mapping_stats() -> &'static PerCpuHashMap<MapKey<V4>, MapStats> {
-        &maps::MAPPING_STATS4
+    fn local_addrs() -> &'static HashMap<V4, u32> {
+        &maps::LOCAL_ADDRS4
     }
 
     #[inline(always)]
-    fn local_addrs() -> &'static HashMap<V4, u32> {
-        &maps::LOCAL_ADDRS4
+    fn is_family<P: Packet>(p: &P) -> bool {
+        p.read::<u16>(12) == Some(ETH_P_IP_BE)
     }
 
     // A subprogram of its own, writing into the caller's `out`: its
@@ -151,8 +149,9 @@ impl Family for Ipv4 {
             new,
             flow.l4_csum_flags() | BPF_F_PSEUDO_HDR as u64 | 4,
         )?;
-        p.l3_csum_replace(ETH_HLEN + IP_CSUM_OFF, old, new, 4)?;
-        Self::write_addr(p, side, new)
+        // The IPv4 header checksum is never left to an offload: plain
+        // arithmetic, no helper call.
+        Self::set_l3_addr(p, side, old, new)
     }
 }
 

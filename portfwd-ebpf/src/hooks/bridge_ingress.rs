@@ -14,7 +14,7 @@
 //! - Later fragments follow their first one's flow; ICMP errors from a
 //!   container about a portfwd flow are translated for the client.
 //! - What is none of these is left to the host.
-use portfwd_common::{stat, CtKey, CT_F_ACK, CT_F_CLOSING};
+use portfwd_common::{stat, CtKey, CT_F_ACK, CT_F_CLOSING, HOT_BACKEND, HOT_HOST};
 
 use super::{forward, mtu, settle, Pending};
 use crate::{
@@ -31,14 +31,32 @@ pub fn run<F: Family, P: Packet>(p: &P) -> Outcome
 where
     F::Addr: frag::FragMaps,
 {
+    if !F::is_family(p) {
+        return Ok(Verdict::Pass);
+    }
     let mut parsed = Parsed::default();
     F::parse(p, &mut parsed);
+    let q = &parsed.flow;
+    // A reply comes from a container port; a hairpin packet goes to a
+    // published host port; an error quotes what portfwd delivered to a
+    // container port.
+    let hot = match parsed.kind {
+        Kind::Flow => {
+            mapping::hot(HOT_BACKEND, q.proto, q.sport_be)
+                || mapping::hot(HOT_HOST, q.proto, q.dport_be)
+        }
+        Kind::Icmp => mapping::hot(HOT_BACKEND, q.proto, q.dport_be),
+        Kind::Fragment => true,
+        Kind::Other => false,
+    };
+    if !hot {
+        return Ok(Verdict::Pass);
+    }
     let mut pending = Pending::new(conntrack::now());
     let outcome = match parsed.kind {
         Kind::Flow => flow_in::<F, P>(p, &parsed.flow, &mut pending),
         Kind::Fragment => later_fragment::<F, P>(p, &parsed.flow, &mut pending),
-        Kind::Icmp => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp),
-        Kind::Other => return Ok(Verdict::Pass),
+        _ => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp),
     };
     settle::<F, P>(p, &parsed.flow, &mut pending, outcome)
 }
@@ -99,12 +117,7 @@ fn reply<F: Family, P: Packet>(
         Ok(cut_mtu) => cut_mtu,
         Err(answer) => return answer,
     };
-    stats::mapping::<F>(
-        &entry.mapping_key(key),
-        Dir::Reverse,
-        flow.l3_len as u64,
-        false,
-    );
+    stats::mapping(entry.stats_slot, Dir::Reverse, flow.l3_len as u64, false);
     rnat::apply::<F, P>(p, flow, entry)?;
     stats::count(stat::REVERSE_NAT);
     mtu::send::<F, P>(p, cut_mtu, entry.ifindex, pending)
@@ -172,7 +185,7 @@ where
         if !e.get().is_hairpin() {
             return Ok(Verdict::Pass);
         }
-        return forward::follow_fragment::<F, P>(p, f, &key, e, pending);
+        return forward::follow_fragment::<F, P>(p, f, e, pending);
     }
     conntrack::account_fragment(&mut e, f.l3_len);
     let entry = e.get();
@@ -180,12 +193,7 @@ where
         Ok(cut_mtu) => cut_mtu,
         Err(answer) => return answer,
     };
-    stats::mapping::<F>(
-        &entry.mapping_key(&key),
-        Dir::Reverse,
-        f.l3_len as u64,
-        false,
-    );
+    stats::mapping(entry.stats_slot, Dir::Reverse, f.l3_len as u64, false);
     F::set_l3_addr(p, Side::Src, id.saddr_be, entry.nat_addr_be)?;
     if entry.is_hairpin() {
         F::set_l3_addr(p, Side::Dst, id.daddr_be, entry.peer_addr_be)?;

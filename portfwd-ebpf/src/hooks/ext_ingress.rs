@@ -9,7 +9,7 @@
 //! - An ICMP error about a reply portfwd sent (a router on the way to the
 //!   client, or the client itself) is translated for the container.
 //! - Anything else: untouched.
-use portfwd_common::{stat, CtKey};
+use portfwd_common::{stat, CtKey, HOT_HOST};
 
 use super::{forward, settle, Pending};
 use crate::{
@@ -26,14 +26,29 @@ pub fn run<F: Family, P: Packet>(p: &P) -> Outcome
 where
     F::Addr: frag::FragMaps,
 {
+    if !F::is_family(p) {
+        return Ok(Verdict::Pass);
+    }
     let mut parsed = Parsed::default();
     F::parse(p, &mut parsed);
+    let q = &parsed.flow;
+    // Toward a published host port; an error quotes a reply from one. A
+    // first fragment records its ports whatever they are, or its datagram's
+    // later fragments would wait for it in vain.
+    let hot = match parsed.kind {
+        Kind::Flow => q.first_fragment || mapping::hot(HOT_HOST, q.proto, q.dport_be),
+        Kind::Icmp => mapping::hot(HOT_HOST, q.proto, q.sport_be),
+        Kind::Fragment => true,
+        Kind::Other => false,
+    };
+    if !hot {
+        return Ok(Verdict::Pass);
+    }
     let mut pending = Pending::new(conntrack::now());
     let outcome = match parsed.kind {
         Kind::Flow => flow_in::<F, P>(p, &parsed.flow, &mut pending),
         Kind::Fragment => later_fragment::<F, P>(p, &parsed.flow, &mut pending),
-        Kind::Icmp => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp),
-        Kind::Other => return Ok(Verdict::Pass),
+        _ => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp),
     };
     settle::<F, P>(p, &parsed.flow, &mut pending, outcome)
 }
@@ -92,7 +107,7 @@ where
     let key = CtKey::new(id.saddr_be, id.daddr_be, sport, dport, id.proto);
     match conntrack::lookup::<F>(&key, now) {
         Some(e) if !e.get().is_reply() && !e.get().is_hairpin() => {
-            forward::follow_fragment::<F, P>(p, f, &key, e, pending)
+            forward::follow_fragment::<F, P>(p, f, e, pending)
         }
         _ => {
             stats::count(stat::FRAGMENT_PASSED);

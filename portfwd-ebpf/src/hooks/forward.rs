@@ -100,8 +100,7 @@ pub fn start_flow<F: Family, P: Packet>(
     if pending.hairpin {
         stats::count(stat::HAIRPIN);
     }
-    let mkey = m.key(flow.daddr_be, flow.dport_be, flow.proto);
-    stats::mapping::<F>(&mkey, Dir::Forward, flow.l3_len as u64, true);
+    stats::mapping(b.stats_slot, Dir::Forward, flow.l3_len as u64, true);
     let target = dnat::Target {
         to: (b.addr_be, b.port_be),
         snat,
@@ -129,12 +128,7 @@ fn follow<F: Family, P: Packet>(
         Ok(cut_mtu) => cut_mtu,
         Err(answer) => return answer,
     };
-    stats::mapping::<F>(
-        &entry.mapping_key(key),
-        Dir::Forward,
-        flow.l3_len as u64,
-        false,
-    );
+    stats::mapping(entry.stats_slot, Dir::Forward, flow.l3_len as u64, false);
     let target = dnat::Target::of_entry(entry);
     forward::<F, P>(p, flow, &target, cut_mtu, entry.ifindex, pending)
 }
@@ -156,13 +150,12 @@ fn forward<F: Family, P: Packet>(
     mtu::send::<F, P>(p, cut_mtu, bridge_ifindex, pending)
 }
 
-/// A later fragment of a datagram whose flow has the live forward entry `e`
-/// (stored at `key`): the same address rewrite as its first fragment.
+/// A later fragment of a datagram whose flow has the live forward entry `e`:
+/// the same address rewrite as its first fragment.
 #[inline(always)]
 pub fn follow_fragment<F: Family, P: Packet>(
     p: &P,
     f: &Flow<F::Addr>,
-    key: &CtKey<F::Addr>,
     mut e: CtRef<F::Addr>,
     pending: &mut Pending<F::Addr>,
 ) -> Outcome {
@@ -172,12 +165,7 @@ pub fn follow_fragment<F: Family, P: Packet>(
         Ok(cut_mtu) => cut_mtu,
         Err(answer) => return answer,
     };
-    stats::mapping::<F>(
-        &entry.mapping_key(key),
-        Dir::Forward,
-        f.l3_len as u64,
-        false,
-    );
+    stats::mapping(entry.stats_slot, Dir::Forward, f.l3_len as u64, false);
     let t = dnat::Target::of_entry(entry);
     F::set_l3_addr(p, Side::Dst, f.daddr_be, t.to.0)?;
     if let Some((addr, _)) = t.snat {

@@ -2,11 +2,53 @@
 //! device must not vanish (the kernel's forwarding path would answer or
 //! fragment it; a redirect skips that path, and the device drops what is too
 //! big).
+use aya_ebpf::{macros::map, maps::Array};
+
 use super::{Pending, Step};
 use crate::{
     family::{Family, ETH_HLEN},
     pkt::{Outcome, Packet, Verdict},
 };
+
+/// Egress MTUs as bpf_check_mtu last told them, so that most packets are
+/// measured against a number instead of a helper call. One word per device,
+/// indexed by the low bits of its ifindex: ifindex << 32 | mtu << 16 | the
+/// time it was read, in units of 2^30 ns (about a second, 16 bits). A word
+/// of another device, or older than that second, is read again: an MTU
+/// change is seen within about a second. One 64-bit word, so a reader never
+/// sees half of another CPU's write.
+#[map(name = "pf_mtucache")]
+static MTU_CACHE: Array<u64> = Array::with_max_entries(MTU_CACHE_SLOTS, 0);
+const MTU_CACHE_SLOTS: u32 = 256;
+
+/// The MTU of `ifindex` if the packet is too big for it; None if it fits
+/// (or the device cannot be told, as under BPF_PROG_TEST_RUN).
+#[inline(always)]
+fn too_big<P: Packet>(p: &P, ifindex: u32, now: u64) -> Option<u32> {
+    // GSO packets are measured per segment by the helper itself (one call
+    // for many segments' worth of bytes).
+    if p.is_gso() {
+        return p.too_big_for(ifindex);
+    }
+    let slot = MTU_CACHE.get_ptr_mut(ifindex % MTU_CACHE_SLOTS)?;
+    let tick = (now >> 30) as u16;
+    // SAFETY: an array value from a successful lookup, valid for the program
+    // run; read and written whole (see MTU_CACHE).
+    let word = unsafe { core::ptr::read_volatile(slot) };
+    let cached = (word >> 32) as u32 == ifindex && word as u16 == tick;
+    let mtu = if cached {
+        (word >> 16) as u16 as u32
+    } else {
+        // 16 bits are kept: 65 535 or more (the loopback's 65 536) is no
+        // limit for any packet here.
+        let mtu = p.device_mtu(ifindex)?.min(0xffff);
+        let word = (ifindex as u64) << 32 | (mtu as u64 & 0xffff) << 16 | tick as u64;
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(slot, word) };
+        mtu
+    };
+    (p.len() > mtu + ETH_HLEN as u32).then_some(mtu)
+}
 
 /// Checked before the packet is rewritten, so that an error quotes it as its
 /// sender sent it. Ok(0): it fits `ifindex`. Ok(mtu): it is to be cut into
@@ -25,7 +67,7 @@ pub fn check<F: Family, P: Packet>(
     if p.len() <= F::MIN_MTU + ETH_HLEN as u32 {
         return Ok(0);
     }
-    let Some(mtu) = p.too_big_for(ifindex) else {
+    let Some(mtu) = too_big(p, ifindex, pending.now) else {
         return Ok(0);
     };
     if !F::dont_fragment(p) && F::can_cut(p, mtu) {

@@ -3,13 +3,13 @@
 use std::{io, net::Ipv4Addr};
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     Ebpf,
 };
 use portfwd_common::{
     stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, LAYOUT_VERSION, MAPS, MAP_CONNTRACK4,
-    MAP_LOCAL_ADDRS4, MAP_MAPPINGS4, MAP_MAPPING_STATS4, MAP_META, MAP_PORTS, MAP_STATS,
-    META_LAYOUT, META_NETNS_INO, V4,
+    MAP_HOT, MAP_LOCAL_ADDRS4, MAP_MAPPINGS4, MAP_MAPPING_STATS, MAP_META, MAP_PORTS, MAP_SLOTS,
+    MAP_STATS, META_LAYOUT, META_NETNS_INO, V4,
 };
 
 use crate::{
@@ -101,8 +101,15 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, CtKey<V4>, CtEntry<V4>>,
     pub local_addrs: HashMap<MapData, u32, u32>,
     pub stats: PerCpuArray<MapData, u64>,
-    pub mapping_stats: PerCpuHashMap<MapData, MapKey<V4>, MapStats>,
+    /// Per-mapping counters by `Backend::stats_slot`.
+    pub mapping_stats: PerCpuArray<MapData, MapStats>,
+    /// Which slots mappings hold (see `table`).
+    pub slots: Array<MapData, u64>,
+    /// `pf_meta`: the layout version, the namespace inode, the slot hint.
+    pub meta: Array<MapData, u64>,
     pub ports: HashMap<MapData, PortKey, u32>,
+    /// The ports packets may be portfwd's on (see `portfwd_common::HOT_HOST`).
+    pub hot: Array<MapData, u64>,
 }
 
 impl Maps {
@@ -121,8 +128,11 @@ impl Maps {
             take(MAP_CONNTRACK4)?,
             take(MAP_LOCAL_ADDRS4)?,
             take(MAP_STATS)?,
-            take(MAP_MAPPING_STATS4)?,
+            take(MAP_MAPPING_STATS)?,
             take(MAP_PORTS)?,
+            take(MAP_HOT)?,
+            take(MAP_SLOTS)?,
+            take(MAP_META)?,
         ];
         Self::from_maps(maps)
     }
@@ -140,22 +150,30 @@ impl Maps {
             open(MAP_CONNTRACK4)?,
             open(MAP_LOCAL_ADDRS4)?,
             open(MAP_STATS)?,
-            open(MAP_MAPPING_STATS4)?,
+            open(MAP_MAPPING_STATS)?,
             open(MAP_PORTS)?,
+            open(MAP_HOT)?,
+            open(MAP_SLOTS)?,
+            open(MAP_META)?,
         ];
         Self::from_maps(maps)
     }
 
-    fn from_maps([mappings, conntrack, local, stats, mstats, ports]: [Map; 6]) -> Result<Self> {
+    fn from_maps(
+        [mappings, conntrack, local, stats, mstats, ports, hot, slots, meta]: [Map; 9],
+    ) -> Result<Self> {
         let typed = |name: &str, e: aya::maps::MapError| Error::ebpf(format!("map {name}"), e);
         Ok(Self {
             mappings: HashMap::try_from(mappings).map_err(|e| typed(MAP_MAPPINGS4, e))?,
             conntrack: HashMap::try_from(conntrack).map_err(|e| typed(MAP_CONNTRACK4, e))?,
             local_addrs: HashMap::try_from(local).map_err(|e| typed(MAP_LOCAL_ADDRS4, e))?,
             stats: PerCpuArray::try_from(stats).map_err(|e| typed(MAP_STATS, e))?,
-            mapping_stats: PerCpuHashMap::try_from(mstats)
-                .map_err(|e| typed(MAP_MAPPING_STATS4, e))?,
+            mapping_stats: PerCpuArray::try_from(mstats)
+                .map_err(|e| typed(MAP_MAPPING_STATS, e))?,
+            slots: Array::try_from(slots).map_err(|e| typed(MAP_SLOTS, e))?,
+            meta: Array::try_from(meta).map_err(|e| typed(MAP_META, e))?,
             ports: HashMap::try_from(ports).map_err(|e| typed(MAP_PORTS, e))?,
+            hot: Array::try_from(hot).map_err(|e| typed(MAP_HOT, e))?,
         })
     }
 

@@ -159,7 +159,11 @@ fn attach_in(
     let mut maps = bpf::Maps::open(state)?;
     maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
     table::rebuild_ports(&mut maps)?;
+    table::rebuild_slots(&mut maps)?;
     table::add(&mut maps, mappings, bridge_index, true)?;
+    // Before the new programs run: state pinned by a build without pf_hot,
+    // or a bit a killed command left unset, would pass packets over.
+    table::rebuild_hot(&mut maps)?;
 
     let prog = bpf::classifier(&mut ebpf, PROG_BRIDGE_INGRESS)?;
     bpf::attach_pinned(prog, &req.bridge, &state.bridge_link(bridge_index))?;

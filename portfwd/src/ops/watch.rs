@@ -75,6 +75,9 @@ pub enum WatchEvent {
 
 /// How often `watch` looks for the state of namespaces that are gone.
 pub const REAP_EVERY: Duration = Duration::from_secs(10);
+/// How often `watch` clears the `pf_hot` bits of ports no mapping or live
+/// flow uses any more (removed mappings whose flows have drained).
+pub const COOL_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEnd {
@@ -116,7 +119,13 @@ pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result
     let mut buf = vec![0u8; 64 << 10];
     let mut syncs = 1u64;
     let mut reaped = std::time::Instant::now();
+    let mut cooled = std::time::Instant::now();
     loop {
+        if cooled.elapsed() >= COOL_EVERY && state.exists() {
+            let _lock = crate::table::lock(&state)?;
+            crate::table::rebuild_hot(&mut Maps::open(&state)?)?;
+            cooled = std::time::Instant::now();
+        }
         if reaped.elapsed() >= REAP_EVERY {
             for dead in super::reap::remove_dead_namespaces() {
                 on_event(WatchEvent::DeadNamespace(dead));
