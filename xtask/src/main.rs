@@ -1,8 +1,8 @@
 //! portfwd's development tasks: `cargo xtask setup|build|lint|test|demo|bench`.
+mod bench;
 mod cmd;
 mod demo;
 mod netns;
-mod perf;
 mod setup;
 
 use std::path::PathBuf;
@@ -52,7 +52,7 @@ enum Task {
     /// Build release, then measure portfwd against the direct path,
     /// iptables, nftables, docker-proxy and socat, side by side (needs root;
     /// takes minutes). Results go to bench/results/.
-    Bench(perf::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// `cargo test --workspace` would also build portfwd-ebpf's binary as a host
@@ -100,7 +100,7 @@ fn run_task(task: Task) -> Result<ExitCode> {
         Task::Bench(args) => {
             let env = setup::setup()?;
             let binary = build(&env, true)?;
-            perf::run_bench(&binary, &args)?;
+            bench::run_bench(&binary, &args)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,297 @@
+//! The ways to reach the container that the bench compares, one type each:
+//! where clients connect and how the mode is set up on the rig.
+use std::{fmt::Write as _, path::PathBuf, process::Command};
+
+use anyhow::{anyhow, Result};
+
+use super::rig::{output, wait_port, Rig, BRIDGE, HOST_IP, WEB_IP};
+use crate::cmd::which;
+
+/// (address, http port, iperf3 port) a client connects to.
+pub type Target = (&'static str, u16, u16);
+
+/// The backend ports a mode forwards to in the container.
+#[derive(Clone, Copy, Debug)]
+pub struct Backend {
+    pub http: u16,
+    pub iperf: u16,
+}
+
+/// One way to reach the container.
+pub trait Forwarder: Sync {
+    /// The mode's name in `--modes`, the results and the report.
+    fn name(&self) -> &'static str;
+    /// Where a remote client connects.
+    fn remote(&self) -> Target;
+    /// Where a client on the host connects; None if the mode has no local
+    /// path.
+    fn local(&self) -> Option<Target> {
+        let (_, http, iperf) = self.remote();
+        Some(("127.0.0.1", http, iperf))
+    }
+    /// Whether the mode forwards UDP.
+    fn udp(&self) -> bool {
+        true
+    }
+    /// Whether the mode publishes ports on the host (whose readiness the
+    /// bench waits for once every mode is set up).
+    fn publishes(&self) -> bool {
+        true
+    }
+    /// Publishes the mode's ports on the rig, forwarding to `to`.
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()>;
+}
+
+/// A way to reach the container: where remote and host-local clients connect.
+///
+/// Each mode forwards to its own backend ports (nginx on 80+i, iperf3 on
+/// 5201+i for the i-th mode): the client reuses its source ports quickly, and
+/// with one backend port for all modes a new connection through one mode would
+/// land on the container's TIME_WAIT socket of another mode's earlier
+/// connection, whose TCP timestamps (offset per destination address) it fails
+/// PAWS against: SYNs lost, one-second retransmits, a benchmark of the
+/// collision rather than of the forwarder.
+#[derive(Clone, Copy)]
+pub struct Mode {
+    /// Index into MODES: the mode's backend ports are 80+i and 5201+i.
+    pub index: u16,
+    pub fwd: &'static dyn Forwarder,
+}
+
+pub const MODES: [Mode; 6] = [
+    Mode {
+        index: 0,
+        fwd: &Direct,
+    },
+    Mode {
+        index: 1,
+        fwd: &Portfwd,
+    },
+    Mode {
+        index: 2,
+        fwd: &Iptables,
+    },
+    Mode {
+        index: 3,
+        fwd: &Nftables,
+    },
+    Mode {
+        index: 4,
+        fwd: &DockerProxy,
+    },
+    Mode {
+        index: 5,
+        fwd: &Socat,
+    },
+];
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        self.fwd.name()
+    }
+    pub fn backend(&self) -> Backend {
+        Backend {
+            http: 80 + self.index,
+            iperf: 5201 + self.index,
+        }
+    }
+
+    /// The modes named in a comma-separated list (all of them for None).
+    pub fn parse_list(list: Option<&str>) -> Result<Vec<Mode>> {
+        let Some(list) = list else {
+            return Ok(MODES.to_vec());
+        };
+        list.split(',')
+            .map(|n| {
+                MODES
+                    .iter()
+                    .find(|m| m.name() == n.trim())
+                    .copied()
+                    .ok_or_else(|| anyhow!("unknown mode {n}"))
+            })
+            .collect()
+    }
+}
+
+/// Sets every mode up, then waits until each published port accepts.
+pub fn setup_all(rig: &mut Rig, modes: &[Mode]) -> Result<()> {
+    for m in modes {
+        m.fwd.setup(rig, m.backend())?;
+    }
+    for m in modes {
+        if m.fwd.publishes() {
+            let (addr, http, _) = m.fwd.remote();
+            wait_port(&rig.client, addr, http)?;
+        }
+    }
+    Ok(())
+}
+
+/// The routed path to the container's own address: the limit.
+pub struct Direct;
+
+impl Forwarder for Direct {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+    fn remote(&self) -> Target {
+        (WEB_IP, 80, 5201)
+    }
+    fn local(&self) -> Option<Target> {
+        Some((WEB_IP, 80, 5201))
+    }
+    fn publishes(&self) -> bool {
+        false
+    }
+    fn setup(&self, _rig: &mut Rig, _to: Backend) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `portfwd attach` with the socket hooks on the bench cgroup.
+pub struct Portfwd;
+
+/// portfwd's host ports on the rig (TCP http and iperf3, UDP iperf3).
+pub const PORTFWD_HTTP: u16 = 8080;
+pub const PORTFWD_IPERF: u16 = 8201;
+
+impl Forwarder for Portfwd {
+    fn name(&self) -> &'static str {
+        "portfwd"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP, PORTFWD_HTTP, PORTFWD_IPERF)
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        rig.attach_portfwd(&rig.portfwd.clone(), to)
+    }
+}
+
+/// iptables DNAT as Docker writes it, with hairpin MASQUERADE.
+pub struct Iptables;
+
+impl Forwarder for Iptables {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP, 9080, 9201)
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        let mut s = String::new();
+        for (from, to) in [(9080, to.http), (9201, to.iperf)] {
+            for proto in ["tcp", "udp"] {
+                let _ = write!(s, "iptables -t nat -A PREROUTING -d {HOST_IP} -p {proto} --dport {from} -j DNAT --to-destination {WEB_IP}:{to} && ");
+                let _ = write!(s, "iptables -t nat -A OUTPUT -d 127.0.0.1 -p {proto} --dport {from} -j DNAT --to-destination {WEB_IP}:{to} && ");
+            }
+        }
+        s.push_str("iptables -t nat -A POSTROUTING -o docker0 -m addrtype --src-type LOCAL -j MASQUERADE && ");
+        // Hairpin (a container through the host address): the
+        // container's reply must come back through the host, as
+        // with portfwd's source NAT.
+        s.push_str("iptables -t nat -A POSTROUTING -o docker0 -s 172.29.0.0/16 -m conntrack --ctstate DNAT -j MASQUERADE && iptables -P FORWARD ACCEPT");
+        rig.host_sh(&s)
+    }
+}
+
+/// nftables DNAT, the same rules as the iptables mode.
+pub struct Nftables;
+
+impl Forwarder for Nftables {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP, 10080, 10201)
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        let (h, i) = (to.http, to.iperf);
+        let rules = format!(
+            "table ip pfbench {{\n chain pre {{ type nat hook prerouting priority -100; ip daddr {HOST_IP} tcp dport 10080 dnat to {WEB_IP}:{h}; ip daddr {HOST_IP} tcp dport 10201 dnat to {WEB_IP}:{i}; ip daddr {HOST_IP} udp dport 10201 dnat to {WEB_IP}:{i}; }}\n\
+             chain out {{ type nat hook output priority -100; ip daddr 127.0.0.1 tcp dport 10080 dnat to {WEB_IP}:{h}; ip daddr 127.0.0.1 tcp dport 10201 dnat to {WEB_IP}:{i}; ip daddr 127.0.0.1 udp dport 10201 dnat to {WEB_IP}:{i}; }}\n\
+             chain post {{ type nat hook postrouting priority 100; oifname \"docker0\" fib saddr type local masquerade; oifname \"docker0\" ip saddr 172.29.0.0/16 ct status dnat masquerade; }}\n}}\n"
+        );
+        let f = rig.tmp.join("rules.nft");
+        std::fs::write(&f, rules)?;
+        rig.host_sh(&format!("nft -f {}", f.display()))
+    }
+}
+
+/// Debian's docker.io docker-proxy, one process per port and protocol.
+pub struct DockerProxy;
+
+/// Where docker-proxy is, if it is installed.
+pub fn docker_proxy_bin() -> Option<PathBuf> {
+    which("docker-proxy")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/docker-proxy")).filter(|p| p.exists()))
+}
+
+impl Forwarder for DockerProxy {
+    fn name(&self) -> &'static str {
+        "docker-proxy"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP, 12080, 12201)
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        let bin = docker_proxy_bin().ok_or_else(|| {
+            anyhow!("docker-proxy not found (Debian's docker.io ships /usr/sbin/docker-proxy)")
+        })?;
+        for (proto, from, to) in [
+            ("tcp", 12080, to.http),
+            ("tcp", 12201, to.iperf),
+            ("udp", 12201, to.iperf),
+        ] {
+            rig.docker_proxy(&bin, proto, from, to)?;
+        }
+        Ok(())
+    }
+}
+
+/// socat, forking a process per connection (TCP only).
+pub struct Socat;
+
+impl Forwarder for Socat {
+    fn name(&self) -> &'static str {
+        "socat"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP, 11080, 11201)
+    }
+    fn udp(&self) -> bool {
+        false
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        for (from, to) in [(11080, to.http), (11201, to.iperf)] {
+            let mut c = Command::new("socat");
+            c.args([
+                format!("TCP-LISTEN:{from},fork,reuseaddr,backlog=4096"),
+                format!("TCP:{WEB_IP}:{to}"),
+            ]);
+            let host = rig.host.clone();
+            rig.spawn(c, &host)?;
+        }
+        Ok(())
+    }
+}
+
+impl Rig {
+    /// `PORTFWD -n HOST attach docker0 --cgroup BENCH` with the portfwd
+    /// mode's mappings onto `to`.
+    pub fn attach_portfwd(&mut self, portfwd: &std::path::Path, to: Backend) -> Result<()> {
+        let cg = self.cgroup.to_str().unwrap().to_string();
+        let mut c = Command::new(portfwd);
+        let (h, i) = (to.http, to.iperf);
+        c.args(["-n", &self.host, "attach", BRIDGE, "--cgroup", &cg])
+            .args([
+                "--map",
+                &format!("{PORTFWD_HTTP}={WEB_IP}:{h}"),
+                "--map",
+                &format!("{PORTFWD_IPERF}={WEB_IP}:{i}"),
+            ])
+            .args(["--map", &format!("{PORTFWD_IPERF}={WEB_IP}:{i}/udp")]);
+        output(c, "portfwd attach")?;
+        self.attached = true;
+        Ok(())
+    }
+}
