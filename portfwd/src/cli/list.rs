@@ -1,4 +1,4 @@
-//! `portfwd list [--json] [--counters]`
+//! `portfwd list [--json] [--counters | --stats]`
 use std::fmt::Write as _;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
@@ -10,18 +10,29 @@ pub struct Args {
     json: bool,
     /// Show every datapath counter (zeros too) and how full conntrack is,
     /// instead of the mappings.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stats")]
     counters: bool,
+    /// Show each attached program's run count, total run time and time
+    /// per run (counted while kernel.bpf_stats_enabled=1), instead of the
+    /// mappings.
+    #[arg(long)]
+    stats: bool,
 }
 
 pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
-    let report = ops::list(&ops::ListRequest { netns })?;
+    let report = ops::list(&ops::ListRequest {
+        netns,
+        programs: args.stats,
+    })?;
     super::say_removed(&report.dead_namespaces);
     if !report.attached {
         return Ok(super::nothing_attached(args.json));
     }
     if args.counters {
         return Ok(counters(&report, args.json));
+    }
+    if let Some(programs) = &report.programs {
+        return Ok(programs_stats(programs, args.json));
     }
     if args.json {
         return Ok(super::json(&report.rows));
@@ -92,5 +103,46 @@ fn counters(report: &ops::ListReport, json: bool) -> String {
         c.capacity,
         c.entries as f64 * 100.0 / c.capacity as f64
     );
+    out
+}
+
+/// `--stats`: the attached programs' run statistics, or that the kernel is
+/// not counting them.
+fn programs_stats(report: &ops::ProgramsReport, json: bool) -> String {
+    if json {
+        return super::json(report);
+    }
+    let mut out = String::new();
+    if !report.bpf_stats_enabled {
+        let _ = writeln!(
+            out,
+            "bpf_stats is off (kernel.bpf_stats_enabled=0): the kernel is not counting run time; \
+             `sysctl -w kernel.bpf_stats_enabled=1` turns it on (at a small cost on every run)"
+        );
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "PROGRAM",
+        "ATTACHED TO",
+        "RUNS",
+        "RUN TIME (ns)",
+        "NS/RUN",
+    ]);
+    for p in &report.programs {
+        t.add_row([
+            p.program.clone(),
+            p.attached_to.clone(),
+            p.run_count.to_string(),
+            p.run_time_ns.to_string(),
+            p.ns_per_run
+                .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+        ]);
+    }
+    for col in 2..5 {
+        if let Some(c) = t.column_mut(col) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let _ = writeln!(out, "{t}");
     out
 }

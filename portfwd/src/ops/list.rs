@@ -4,7 +4,13 @@ use std::net::Ipv4Addr;
 use portfwd_common::{CT_DIR_FORWARD, CT_F_CLOSING};
 use serde::Serialize;
 
-use crate::{bpf::Maps, error::Result, host::ifaces, table};
+use crate::{
+    bpf::{self, Maps, ProgramStats},
+    error::Result,
+    host::ifaces,
+    state::StateDir,
+    table,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -84,6 +90,16 @@ pub fn rows(maps: &Maps) -> (Vec<Row>, ConntrackUse) {
 pub struct ListRequest {
     /// The network namespace to act in (/var/run/netns/NAME); None: this one.
     pub netns: Option<String>,
+    /// Also read the attached programs' run statistics.
+    pub programs: bool,
+}
+
+/// The attached programs and what the kernel counted of them.
+#[derive(Debug, Default, Serialize)]
+pub struct ProgramsReport {
+    /// kernel.bpf_stats_enabled: without it the kernel counts nothing.
+    pub bpf_stats_enabled: bool,
+    pub programs: Vec<ProgramStats>,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +111,8 @@ pub struct ListReport {
     /// The datapath's counters by name, summed over CPUs, zeros included.
     pub counters: Vec<(&'static str, u64)>,
     pub conntrack: ConntrackUse,
+    /// With `programs` asked: the attached programs' statistics.
+    pub programs: Option<ProgramsReport>,
     /// State of other namespaces that no longer existed, removed first.
     pub dead_namespaces: Vec<super::DeadNamespace>,
 }
@@ -109,11 +127,20 @@ pub fn list(req: &ListRequest) -> Result<ListReport> {
         });
     };
     let (rows, conntrack) = rows(&maps);
+    let programs = if req.programs {
+        Some(ProgramsReport {
+            bpf_stats_enabled: bpf::stats_enabled(),
+            programs: bpf::attached_programs(&StateDir::current()?),
+        })
+    } else {
+        None
+    };
     Ok(ListReport {
         attached: true,
         rows,
         counters: maps.counters(),
         conntrack,
+        programs,
         dead_namespaces,
     })
 }

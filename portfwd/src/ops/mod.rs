@@ -28,7 +28,7 @@ pub use attach::{attach, AttachReport, AttachRequest, MtuMismatch};
 pub use del::{del, DelReport, DelRequest};
 pub use detach::{detach, DetachReport, DetachRequest, Detached};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
-pub use list::{list, ListReport, ListRequest, Row};
+pub use list::{list, ListReport, ListRequest, ProgramsReport, Row};
 pub use reap::DeadNamespace;
 pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};
 
