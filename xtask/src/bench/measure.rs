@@ -382,6 +382,17 @@ fn wrk_percentile(text: &str, pct: &str) -> Result<f64> {
     })
 }
 
+/// The `pct`-th percentile of `v` (nearest rank; 0 for none).
+pub fn percentile(v: &[f64], pct: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return 0.0;
+    }
+    let rank = ((pct / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s[rank.min(s.len() - 1)]
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));

@@ -5,19 +5,22 @@
 //! - `modes`: one type per way of reaching the container (direct, portfwd,
 //!   iptables, nftables, docker-proxy, socat);
 //! - `measure`: iperf3 and wrk through a mode, table-size latency, memory;
+//! - `cost`: each program's cost per packet and path (test runs, bpf_stats);
+//! - `packet`: the frames it crafts;
 //! - `report`: the Markdown tables; `chart`: the PNG.
 //!
 //! Every mode is set up at once on its own host ports, so rounds interleave
 //! the modes (A B C … A B C …) without reconfiguring, and the machine's drift
 //! hits them alike. Reported: medians with min–max over the rounds.
 mod chart;
+mod cost;
 mod measure;
 mod modes;
+mod packet;
 mod report;
 mod rig;
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -50,6 +53,17 @@ pub struct BenchArgs {
     /// Redraw bench/latest.png from a results JSON file; measure nothing.
     #[arg(long, value_name = "JSON")]
     replot: Option<PathBuf>,
+    /// Only the cost per packet of each program, per path (test runs and
+    /// bpf_stats, with an empty program as the floor).
+    #[arg(long)]
+    cost: bool,
+    /// Another portfwd binary to measure beside this build in the cost
+    /// section (e.g. an older build, for before / after); repeatable.
+    #[arg(long, value_name = "PATH")]
+    portfwd: Vec<PathBuf>,
+    /// Test runs per path in the cost section (each on a fresh packet).
+    #[arg(long, default_value_t = 20_000)]
+    cost_runs: usize,
 }
 
 pub const PACKAGES: [&str; 7] = [
@@ -88,16 +102,107 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
     } else {
         (args.rounds.max(1), args.duration.max(1))
     };
-    let mut rig = Rig::build(portfwd)?;
-    rig.start_servers()?;
-    modes::setup_all(&mut rig, &modes)?;
+    // No section named: all of them.
+    let full = !args.cost;
+    let mut builds = vec![cost::Build::new(portfwd)];
+    builds.extend(args.portfwd.iter().map(|p| cost::Build::new(p)));
+    let runs = if args.quick {
+        args.cost_runs.min(2_000)
+    } else {
+        args.cost_runs.max(1)
+    };
 
-    // results[path][metric][mode] = samples
-    let mut results: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> =
-        BTreeMap::new();
+    let mut raw = serde_json::Map::new();
+    let mut results = Results::new();
+    if full || args.cost {
+        let mut rig = Rig::build(portfwd)?;
+        rig.start_servers()?;
+        if full {
+            modes::setup_all(&mut rig, &modes)?;
+            results = rounds_over(&rig, &modes, rounds, secs)?;
+            // The last parts report an error in the results rather than
+            // lose the rounds already measured.
+            let table = if modes.iter().any(|m| m.name() == "portfwd") {
+                progress("table size");
+                Some(
+                    rig.table_size(args.quick, secs)
+                        .unwrap_or_else(|e| json!({ "error": format!("{e:#}") })),
+                )
+            } else {
+                None
+            };
+            progress("memory");
+            let memory = rig
+                .memory(if args.quick { 20 } else { 100 })
+                .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+            raw.insert("results".into(), json!(results));
+            raw.insert("table_size".into(), json!(table));
+            raw.insert("memory".into(), memory);
+        }
+        progress("cost");
+        let cost = cost::run(&mut rig, &builds, runs, secs)
+            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+        raw.insert("cost".into(), cost);
+    }
+    eprintln!("\r\x1b[2Kbench: done");
+
+    let machine = machine();
+    let stamp = capture(Command::new("date").args(["-u", "+%Y%m%dT%H%M%SZ"]))
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+    let mut report = if full {
+        render(
+            &results,
+            &modes,
+            raw["table_size"].as_object().map(|_| &raw["table_size"]),
+            &raw["memory"],
+            &machine,
+            &stamp,
+            rounds,
+            secs,
+        )
+    } else {
+        format!("## portfwd benchmark, {stamp}\n\nMachine: {machine}.\n\n")
+    };
+    if let Some(cost) = raw.get("cost") {
+        report.push_str(&report::render_cost(cost));
+    }
+    println!("{report}");
+    let dir = crate::cmd::workspace_root().join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    raw.insert("date".into(), json!(stamp));
+    raw.insert("machine".into(), json!(machine));
+    raw.insert("rounds".into(), json!(rounds));
+    raw.insert("seconds".into(), json!(secs));
+    std::fs::write(
+        dir.join(format!("{stamp}.json")),
+        serde_json::to_string_pretty(&raw)?,
+    )?;
+    std::fs::write(dir.join(format!("{stamp}.md")), &report)?;
+    if !full {
+        eprintln!("bench: wrote {} (.json, .md)", dir.join(&stamp).display());
+        return Ok(());
+    }
+    let png = dir.join(format!("{stamp}.png"));
+    chart(&results, &modes, &png, &format!("{stamp} — {machine}"))?;
+    std::fs::copy(&png, crate::cmd::workspace_root().join("bench/latest.png"))?;
+    std::fs::write(
+        crate::cmd::workspace_root().join("bench/latest.md"),
+        &report,
+    )?;
+    eprintln!(
+        "bench: wrote {} (.json, .md, .png) and bench/latest.{{md,png}}",
+        dir.join(&stamp).display()
+    );
+    Ok(())
+}
+
+/// The rounds over every mode and client; results[path][metric][mode] =
+/// samples.
+fn rounds_over(rig: &Rig, modes: &[Mode], rounds: usize, secs: u64) -> Result<Results> {
+    let mut results = Results::new();
     for round in 1..=rounds {
         for client in Client::ALL {
-            for m in &modes {
+            for m in modes {
                 // A hairpin client uses the remote client's address: the
                 // host's, or the container's own for direct.
                 let Some(target) = (if client == Client::Local {
@@ -123,61 +228,7 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
             }
         }
     }
-    // The last two parts report an error in the results rather than lose the
-    // rounds already measured.
-    let table = if modes.iter().any(|m| m.name() == "portfwd") {
-        progress("table size");
-        Some(
-            rig.table_size(args.quick, secs)
-                .unwrap_or_else(|e| json!({ "error": format!("{e:#}") })),
-        )
-    } else {
-        None
-    };
-    progress("memory");
-    let memory = rig
-        .memory(if args.quick { 20 } else { 100 })
-        .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
-    eprintln!("\r\x1b[2Kbench: done");
-
-    let machine = machine();
-    let stamp = capture(Command::new("date").args(["-u", "+%Y%m%dT%H%M%SZ"]))
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
-    let report = render(
-        &results,
-        &modes,
-        table.as_ref(),
-        &memory,
-        &machine,
-        &stamp,
-        rounds,
-        secs,
-    );
-    println!("{report}");
-
-    let dir = crate::cmd::workspace_root().join("bench/results");
-    std::fs::create_dir_all(&dir)?;
-    let raw = json!({
-        "date": stamp, "machine": machine, "rounds": rounds, "seconds": secs,
-        "results": results, "table_size": table, "memory": memory,
-    });
-    std::fs::write(
-        dir.join(format!("{stamp}.json")),
-        serde_json::to_string_pretty(&raw)?,
-    )?;
-    std::fs::write(dir.join(format!("{stamp}.md")), &report)?;
-    let png = dir.join(format!("{stamp}.png"));
-    chart(&results, &modes, &png, &format!("{stamp} — {machine}"))?;
-    std::fs::copy(&png, crate::cmd::workspace_root().join("bench/latest.png"))?;
-    std::fs::write(
-        crate::cmd::workspace_root().join("bench/latest.md"),
-        &report,
-    )?;
-    eprintln!(
-        "bench: wrote {} (.json, .md, .png) and bench/latest.{{md,png}}",
-        dir.join(&stamp).display()
-    );
-    Ok(())
+    Ok(results)
 }
 
 fn ensure_packages() -> Result<()> {

@@ -291,7 +291,7 @@ impl Rig {
             ])
             .args(["--map", &format!("{PORTFWD_IPERF}={WEB_IP}:{i}/udp")]);
         output(c, "portfwd attach")?;
-        self.attached = true;
+        self.attached = Some(portfwd.to_owned());
         Ok(())
     }
 }

@@ -160,3 +160,213 @@ pub fn fmt(v: f64) -> String {
         format!("{v:.2}")
     }
 }
+
+/// A cell "median [p10–p90]" of a test-run sample, or its error.
+fn sample_cell(v: &Value) -> String {
+    match (v["median_ns"].as_f64(), v["error"].as_str()) {
+        (Some(m), _) => format!(
+            "{} [{}–{}]",
+            fmt(m),
+            fmt(v["p10_ns"].as_f64().unwrap_or(0.0)),
+            fmt(v["p90_ns"].as_f64().unwrap_or(0.0))
+        ),
+        (None, Some(e)) => format!("error: {e}"),
+        _ => "–".into(),
+    }
+}
+
+/// The verdict a test-run sample got most, with its share when mixed.
+fn main_verdict(v: &Value) -> String {
+    let Some(vs) = v["verdicts"].as_object() else {
+        return "–".into();
+    };
+    let total: u64 = vs.values().filter_map(Value::as_u64).sum();
+    let Some((name, n)) = vs
+        .iter()
+        .filter_map(|(k, n)| Some((k, n.as_u64()?)))
+        .max_by_key(|(_, n)| *n)
+    else {
+        return "–".into();
+    };
+    if n == total {
+        name.clone()
+    } else {
+        format!("{name} ({:.0}%)", n as f64 * 100.0 / total.max(1) as f64)
+    }
+}
+
+fn minus(v: Option<f64>, floor: Option<f64>) -> String {
+    match (v, floor) {
+        (Some(v), Some(f)) => fmt(v - f),
+        _ => "–".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// The cost section: a table per method, the builds side by side.
+pub fn render_cost(cost: &Value) -> String {
+    let mut s = String::from("### Cost per packet of each program, per path\n\n");
+    if let Some(e) = cost["error"].as_str() {
+        let _ = writeln!(s, "Not measured: {e}\n");
+        return s;
+    }
+    let builds: Vec<&Value> = cost["builds"].as_array().into_iter().flatten().collect();
+    let labels: Vec<&str> = builds
+        .iter()
+        .map(|b| b["label"].as_str().unwrap_or("?"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "Builds: {}. Test runs: BPF_PROG_TEST_RUN of crafted frames through the programs portfwd attached in the bench namespace (ctx ifindex: the interface the program is on), repeat=1 on a fresh frame every run, {} runs per path; the kernel's duration of each run, median [p10–p90] ns. \"− floor\": less the median of an empty TC program (`r0 = TC_ACT_OK; exit`) test-run the same way just after.\n",
+        labels.join(", "),
+        cost["runs_per_path"]
+    );
+    let _ = write!(s, "| program | path | verdict |");
+    for l in &labels {
+        let _ = write!(s, " {l} | {l} − floor |");
+    }
+    let two = labels.len() >= 2;
+    if two {
+        let _ = write!(s, " {} / {} (− floor) |", labels[0], labels[1]);
+    }
+    let _ = writeln!(
+        s,
+        "\n|---|---|---|{}{}",
+        "---|---|".repeat(labels.len()),
+        if two { "---|" } else { "" }
+    );
+    let floors: Vec<Option<f64>> = builds
+        .iter()
+        .map(|b| b["test_run_floor"]["median_ns"].as_f64())
+        .collect();
+    let _ = write!(s, "| empty TC program | floor | – |");
+    for b in &builds {
+        let _ = write!(s, " {} | – |", sample_cell(&b["test_run_floor"]));
+    }
+    let _ = writeln!(s, "{}", if two { " – |" } else { "" });
+    let first: Vec<&Value> = builds
+        .first()
+        .and_then(|b| b["test_run"].as_array())
+        .into_iter()
+        .flatten()
+        .collect();
+    for (i, row) in first.iter().enumerate() {
+        let _ = write!(
+            s,
+            "| {} | {} | {} |",
+            row["program"].as_str().unwrap_or("?"),
+            row["path"].as_str().unwrap_or("?"),
+            main_verdict(row)
+        );
+        let mut less = Vec::new();
+        for (b, floor) in builds.iter().zip(&floors) {
+            let r = &b["test_run"][i];
+            let v = r["median_ns"].as_f64();
+            let mut cell = sample_cell(r);
+            if main_verdict(r) != main_verdict(row) {
+                let _ = write!(cell, " ({})", main_verdict(r));
+            }
+            let _ = write!(s, " {cell} | {} |", minus(v, *floor));
+            less.push(v.zip(*floor).map(|(v, f)| v - f));
+        }
+        if two {
+            let _ = write!(s, " {} |", ratio(less[0], less[1]));
+        }
+        s.push('\n');
+    }
+    if let Some(c) = builds.first().map(|b| &b["connect_test_run"]) {
+        let _ = writeln!(
+            s,
+            "\nThe socket hook (pf_connect4) cannot be test-run here ({}): it is measured with bpf_stats only.",
+            c["error"].as_str().unwrap_or("it ran")
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "\nbpf_stats: kernel.bpf_stats_enabled=1 for the measurement (restored after), real traffic of one kind at a time for {} s, run_time_ns / run_cnt of each program over it: ns per run (runs). \"− floor\": less what an empty program (the TC one on the external interface and the bridge, `r0 = 1; exit` on connect4) cost per run, attached alone to the same hooks, under routed traffic and host connections.\n",
+        cost["seconds_per_traffic"]
+    );
+    let floor_of = |prefix: &str| {
+        cost["bpf_stats_floor"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["traffic"].as_str().is_some_and(|t| t.contains(prefix)))
+            .and_then(|r| r["ns_per_run"].as_f64())
+    };
+    let (tc_floor, connect_floor) = (floor_of("TC program"), floor_of("connect4"));
+    for r in cost["bpf_stats_floor"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "- {}: {} ns per run over {} runs",
+            r["traffic"].as_str().unwrap_or("?"),
+            r["ns_per_run"].as_f64().map_or_else(|| "–".into(), fmt),
+            r["runs"]
+        );
+    }
+    let _ = write!(s, "\n| program | traffic |");
+    for l in &labels {
+        let _ = write!(s, " {l} | {l} − floor |");
+    }
+    if two {
+        let _ = write!(s, " {} / {} (− floor) |", labels[0], labels[1]);
+    }
+    let _ = writeln!(
+        s,
+        "\n|---|---|{}{}",
+        "---|---|".repeat(labels.len()),
+        if two { "---|" } else { "" }
+    );
+    let rows: Vec<&Value> = builds
+        .first()
+        .and_then(|b| b["bpf_stats"].as_array())
+        .into_iter()
+        .flatten()
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        // Programs that barely ran under a kind of traffic are left out.
+        let busy = builds
+            .iter()
+            .any(|b| b["bpf_stats"][i]["runs"].as_u64().unwrap_or(0) >= 100);
+        if !busy {
+            continue;
+        }
+        let program = row["program"].as_str().unwrap_or("?");
+        let floor = if program.contains("connect") {
+            connect_floor
+        } else {
+            tc_floor
+        };
+        let _ = write!(
+            s,
+            "| {program} | {} |",
+            row["traffic"].as_str().unwrap_or("?")
+        );
+        let mut less = Vec::new();
+        for b in &builds {
+            let r = &b["bpf_stats"][i];
+            let v = r["ns_per_run"].as_f64();
+            let _ = write!(
+                s,
+                " {} ({}) | {} |",
+                v.map_or_else(|| "–".into(), fmt),
+                r["runs"],
+                minus(v, floor)
+            );
+            less.push(v.zip(floor).map(|(v, f)| v - f));
+        }
+        if two {
+            let _ = write!(s, " {} |", ratio(less[0], less[1]));
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    s
+}

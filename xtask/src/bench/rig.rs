@@ -59,7 +59,8 @@ pub struct Rig {
     pub cgroup: PathBuf,
     pub tmp: PathBuf,
     pub children: Vec<Child>,
-    pub attached: bool,
+    /// The portfwd binary that attached in the host namespace, if any.
+    pub attached: Option<PathBuf>,
     // Last: namespaces go after the processes in them (read only by Drop).
     _netns: NetnsGuard,
 }
@@ -81,11 +82,7 @@ impl Drop for Rig {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if self.attached {
-            let _ = Command::new(&self.portfwd)
-                .args(["-n", &self.host, "detach", BRIDGE])
-                .output();
-        }
+        let _ = self.detach_portfwd();
         let _ = std::fs::remove_dir(&self.cgroup);
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
@@ -217,9 +214,19 @@ impl Rig {
             cgroup,
             tmp,
             children: Vec::new(),
-            attached: false,
+            attached: None,
             _netns: netns,
         })
+    }
+
+    /// `portfwd detach` with the binary that attached, if one did.
+    pub fn detach_portfwd(&mut self) -> Result<()> {
+        let Some(portfwd) = self.attached.take() else {
+            return Ok(());
+        };
+        let mut c = Command::new(portfwd);
+        c.args(["-n", &self.host, "detach", BRIDGE]);
+        output(c, "portfwd detach").map(drop)
     }
 
     pub fn spawn(&mut self, mut cmd: Command, netns: &str) -> Result<()> {
