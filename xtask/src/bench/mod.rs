@@ -6,7 +6,8 @@
 //!   iptables, nftables, docker-proxy, socat);
 //! - `measure`: iperf3 and wrk through a mode, table-size latency, memory;
 //! - `cost`: each program's cost per packet and path (test runs, bpf_stats);
-//! - `packet`: the frames it crafts;
+//! - `edges`: path MTU, large UDP and a SYN flood, beside iptables DNAT, on
+//!   a topology of their own; `packet`: the frames both craft;
 //! - `report`: the Markdown tables; `chart`: the PNG.
 //!
 //! Every mode is set up at once on its own host ports, so rounds interleave
@@ -14,6 +15,7 @@
 //! hits them alike. Reported: medians with min–max over the rounds.
 mod chart;
 mod cost;
+mod edges;
 mod measure;
 mod modes;
 mod packet;
@@ -57,8 +59,12 @@ pub struct BenchArgs {
     /// bpf_stats, with an empty program as the floor).
     #[arg(long)]
     cost: bool,
-    /// Another portfwd binary to measure beside this build in the cost
-    /// section (e.g. an older build, for before / after); repeatable.
+    /// Only the edges against iptables DNAT: a download through a smaller
+    /// uplink MTU, large UDP datagrams, conntrack under a SYN flood.
+    #[arg(long)]
+    edges: bool,
+    /// Another portfwd binary to measure beside this build in the cost and
+    /// edges sections (e.g. an older build, for before / after); repeatable.
     #[arg(long, value_name = "PATH")]
     portfwd: Vec<PathBuf>,
     /// Test runs per path in the cost section (each on a fresh packet).
@@ -103,7 +109,7 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
         (args.rounds.max(1), args.duration.max(1))
     };
     // No section named: all of them.
-    let full = !args.cost;
+    let full = !args.cost && !args.edges;
     let mut builds = vec![cost::Build::new(portfwd)];
     builds.extend(args.portfwd.iter().map(|p| cost::Build::new(p)));
     let runs = if args.quick {
@@ -144,6 +150,12 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
             .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
         raw.insert("cost".into(), cost);
     }
+    if full || args.edges {
+        progress("edges");
+        let edges = edges::run(&builds, args.quick)
+            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+        raw.insert("edges".into(), edges);
+    }
     eprintln!("\r\x1b[2Kbench: done");
 
     let machine = machine();
@@ -165,6 +177,9 @@ pub fn run_bench(portfwd: &Path, args: &BenchArgs) -> Result<()> {
     };
     if let Some(cost) = raw.get("cost") {
         report.push_str(&report::render_cost(cost));
+    }
+    if let Some(edges) = raw.get("edges") {
+        report.push_str(&report::render_edges(edges));
     }
     println!("{report}");
     let dir = crate::cmd::workspace_root().join("bench/results");

@@ -370,3 +370,151 @@ pub fn render_cost(cost: &Value) -> String {
     s.push('\n');
     s
 }
+
+/// The edges section: one column per path (each portfwd build, then
+/// iptables DNAT), one row per figure.
+pub fn render_edges(edges: &Value) -> String {
+    let mut s = String::from("### Edges, beside iptables DNAT on the same topology\n\n");
+    if let Some(e) = edges["error"].as_str() {
+        let _ = writeln!(s, "Not measured: {e}\n");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "Client -- router -- host -- container; the router-host link has MTU 1400 on both ends, the client's link and the bridge 1500. Downloads stop after {} s. The SYN flood: up to {} SYNs of unique tuples from {} addresses of the client namespace (raw socket, at most 20 s) while one established transfer runs; a new connection is tried every 250 ms (2 s timeout).\n",
+        edges["download_limit_seconds"], edges["syns"], edges["flood_sources"]
+    );
+    let paths: Vec<&Value> = edges["paths"].as_array().into_iter().flatten().collect();
+    let _ = write!(s, "| |");
+    for p in &paths {
+        let _ = write!(s, " {} |", p["path"].as_str().unwrap_or("?"));
+    }
+    let _ = writeln!(s, "\n|---|{}", "---|".repeat(paths.len()));
+    let mut line = |label: &str, cell: &dyn Fn(&Value) -> String| {
+        let _ = write!(s, "| {label} |");
+        for p in &paths {
+            let _ = write!(s, " {} |", cell(p));
+        }
+        s.push('\n');
+    };
+    let num = |v: &Value| v.as_f64().map_or_else(|| "–".to_string(), fmt);
+    line(
+        "20 MiB download through the 1400-MTU uplink: complete",
+        &|p| {
+            let runs = p["download"]["runs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let done = runs.iter().filter(|r| r["complete"] == true).count();
+            format!("{done} of {}", runs.len())
+        },
+    );
+    line("download: seconds, median [min–max]", &|p| {
+        let secs: Vec<f64> = p["download"]["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["seconds"].as_f64())
+            .collect();
+        let lo = secs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = secs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{} [{}–{}]", fmt(median(&secs)), fmt(lo), fmt(hi))
+    });
+    line("download: MiB received, worst run", &|p| {
+        let worst = p["download"]["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["bytes"].as_f64())
+            .fold(f64::INFINITY, f64::min);
+        fmt(worst / 1048576.0)
+    });
+    line("ICMP fragmentation needed sent by portfwd", &|p| {
+        let n = &p["download"]["icmp_frag_needed_sent"];
+        n.as_u64().map_or_else(|| "–".into(), |n| n.to_string())
+    });
+    line("4000-byte UDP datagrams echoed whole", &|p| {
+        format!(
+            "{} of {}",
+            p["udp_4000"]["echoed_whole"], p["udp_4000"]["sent"]
+        )
+    });
+    line("SYN flood: SYNs sent, in seconds", &|p| {
+        let f = &p["syn_flood"];
+        format!("{} in {}", f["syns_sent"], num(&f["flood_seconds"]))
+    });
+    line("transfer before the flood, Gbit/s", &|p| {
+        num(&p["syn_flood"]["transfer_gbps_before"])
+    });
+    line("transfer during the flood, Gbit/s (of before)", &|p| {
+        let f = &p["syn_flood"];
+        let (b, d) = (
+            f["transfer_gbps_before"].as_f64(),
+            f["transfer_gbps_during"].as_f64(),
+        );
+        format!("{} ({})", num(&f["transfer_gbps_during"]), ratio(d, b))
+    });
+    line("transfer after the flood, Gbit/s", &|p| {
+        num(&p["syn_flood"]["transfer_gbps_after"])
+    });
+    for (when, key) in [
+        ("during", "new_connections_during"),
+        ("after", "new_connections_after"),
+    ] {
+        line(
+            &format!("new connections {when} the flood: served of tried, median latency ms"),
+            &|p| {
+                let w = &p["syn_flood"][key];
+                format!(
+                    "{} of {}, {}",
+                    w["served"],
+                    w["tried"],
+                    num(&w["median_latency_ms"])
+                )
+            },
+        );
+    }
+    line("conntrack after: entries of capacity", &|p| {
+        let a = &p["conntrack_after"];
+        match (a["entries"].as_u64(), a["count"].as_u64()) {
+            (Some(e), _) => format!("{e} of {}", a["capacity"]),
+            (None, Some(c)) => format!("{c} of {} (nf_conntrack_max)", a["max"]),
+            // A build without `list --counters`: its first line.
+            _ => a["error"]
+                .as_str()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("–")
+                .to_string(),
+        }
+    });
+    line(
+        "portfwd: ct_new, drop_ct_create, ct_sibling_lost, evictions ≈ 2·ct_new − live",
+        &|p| {
+            let a = &p["conntrack_after"];
+            if a["ct_new"].is_null() {
+                return "–".into();
+            }
+            format!(
+                "{}, {}, {}, {}",
+                a["ct_new"], a["drop_ct_create"], a["ct_sibling_lost"], a["evictions_estimate"]
+            )
+        },
+    );
+    line(
+        "kernel conntrack during the flood: drop, early_drop, insert_failed",
+        &|p| {
+            let (b, a) = (&p["conntrack_before"], &p["conntrack_after"]);
+            if a["count"].is_null() {
+                return "–".into();
+            }
+            let d = |k: &str| {
+                a[k].as_u64()
+                    .zip(b[k].as_u64())
+                    .map_or_else(|| "–".to_string(), |(x, y)| x.saturating_sub(y).to_string())
+            };
+            format!("{}, {}, {}", d("drop"), d("early_drop"), d("insert_failed"))
+        },
+    );
+    s.push('\n');
+    s
+}
