@@ -60,11 +60,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
             r.active_flows.to_string(),
         ]);
     }
-    for col in 4..8 {
-        if let Some(c) = t.column_mut(col) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
+    align_right(&mut t, 4..8);
     let mut out = format!("{t}\n");
     let counters: Vec<String> = report
         .counters
@@ -138,11 +134,16 @@ fn programs_stats(report: &ops::ProgramsReport, json: bool) -> String {
                 .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
         ]);
     }
-    for col in 2..5 {
+    align_right(&mut t, 2..5);
+    let _ = writeln!(out, "{t}");
+    out
+}
+
+/// Numbers read best right-aligned.
+fn align_right(t: &mut Table, cols: std::ops::Range<usize>) {
+    for col in cols {
         if let Some(c) = t.column_mut(col) {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-    let _ = writeln!(out, "{t}");
-    out
 }

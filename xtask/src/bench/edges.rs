@@ -39,10 +39,10 @@ use super::{
     cost::Build,
     measure::median,
     packet::{ipv4, Tuple, L4, TCP_SYN},
-    rig::output,
+    rig::{add_container, output, sysctl},
 };
 use crate::{
-    cmd::{self, stdout},
+    cmd::stdout,
     netns::{ip, spawn_in, NetnsGuard},
 };
 
@@ -89,10 +89,6 @@ impl Drop for EdgeRig {
     }
 }
 
-fn sysctl(ns: &str, setting: &str) -> Result<()> {
-    cmd::run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", setting]))
-}
-
 fn host_sh(ns: &str, script: &str) -> Result<String> {
     stdout(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]))
 }
@@ -134,15 +130,7 @@ impl EdgeRig {
         ip(&host, "link add docker0 type bridge")?;
         ip(&host, "addr add 172.28.0.1/16 dev docker0")?;
         ip(&host, "link set docker0 up")?;
-        ip(
-            &host,
-            &format!("link add vweb type veth peer name eth0 netns {web}"),
-        )?;
-        ip(&host, "link set vweb master docker0")?;
-        ip(&host, "link set vweb up")?;
-        ip(&web, &format!("addr add {WEB_IP}/16 dev eth0"))?;
-        ip(&web, "link set eth0 up")?;
-        ip(&web, "route add default via 172.28.0.1")?;
+        add_container(&host, "vweb", &web, WEB_IP, "172.28.0.1")?;
         // iptables DNAT, the reference, forwards through the host.
         sysctl(&host, "net.ipv4.ip_forward=1")?;
         host_sh(

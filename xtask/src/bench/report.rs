@@ -209,6 +209,21 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// A cost table's header: `first` columns, a raw and a floor-subtracted
+/// column per build, and the first two builds' ratio when there are two.
+fn builds_header(s: &mut String, first: &[&str], labels: &[&str]) {
+    let mut cols: Vec<String> = first.iter().map(|c| c.to_string()).collect();
+    for l in labels {
+        cols.push(l.to_string());
+        cols.push(format!("{l} − floor"));
+    }
+    if let [a, b, ..] = labels {
+        cols.push(format!("{a} / {b} (− floor)"));
+    }
+    let _ = writeln!(s, "| {} |", cols.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(cols.len()));
+}
+
 /// The cost section: a table per method, the builds side by side.
 pub fn render_cost(cost: &Value) -> String {
     let mut s = String::from("### Cost per packet of each program, per path\n\n");
@@ -227,20 +242,8 @@ pub fn render_cost(cost: &Value) -> String {
         labels.join(", "),
         cost["runs_per_path"]
     );
-    let _ = write!(s, "| program | path | verdict |");
-    for l in &labels {
-        let _ = write!(s, " {l} | {l} − floor |");
-    }
     let two = labels.len() >= 2;
-    if two {
-        let _ = write!(s, " {} / {} (− floor) |", labels[0], labels[1]);
-    }
-    let _ = writeln!(
-        s,
-        "\n|---|---|---|{}{}",
-        "---|---|".repeat(labels.len()),
-        if two { "---|" } else { "" }
-    );
+    builds_header(&mut s, &["program", "path", "verdict"], &labels);
     let floors: Vec<Option<f64>> = builds
         .iter()
         .map(|b| b["test_run_floor"]["median_ns"].as_f64())
@@ -311,19 +314,8 @@ pub fn render_cost(cost: &Value) -> String {
             r["runs"]
         );
     }
-    let _ = write!(s, "\n| program | traffic |");
-    for l in &labels {
-        let _ = write!(s, " {l} | {l} − floor |");
-    }
-    if two {
-        let _ = write!(s, " {} / {} (− floor) |", labels[0], labels[1]);
-    }
-    let _ = writeln!(
-        s,
-        "\n|---|---|{}{}",
-        "---|---|".repeat(labels.len()),
-        if two { "---|" } else { "" }
-    );
+    s.push('\n');
+    builds_header(&mut s, &["program", "traffic"], &labels);
     let rows: Vec<&Value> = builds
         .first()
         .and_then(|b| b["bpf_stats"].as_array())

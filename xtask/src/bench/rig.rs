@@ -88,6 +88,25 @@ impl Drop for Rig {
     }
 }
 
+/// `sysctl -qw SETTING` inside namespace `ns`.
+pub fn sysctl(ns: &str, setting: &str) -> Result<()> {
+    run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", setting]))
+}
+
+/// A container namespace `ns` on the host's docker0 through veth `port`:
+/// eth0 at `addr`/16, its default route via `gateway`.
+pub fn add_container(host: &str, port: &str, ns: &str, addr: &str, gateway: &str) -> Result<()> {
+    ip(
+        host,
+        &format!("link add {port} type veth peer name eth0 netns {ns}"),
+    )?;
+    ip(host, &format!("link set {port} master {BRIDGE}"))?;
+    ip(host, &format!("link set {port} up"))?;
+    ip(ns, &format!("addr add {addr}/16 dev eth0"))?;
+    ip(ns, "link set eth0 up")?;
+    ip(ns, &format!("route add default via {gateway}"))
+}
+
 /// A command inside a namespace (and optionally a cgroup), set up in the
 /// child between fork and exec.
 pub fn in_ns(cmd: &mut Command, netns: &str, cgroup: Option<&Path>) -> Result<()> {
@@ -164,42 +183,12 @@ impl Rig {
         ip(&host, &format!("link add {BRIDGE} type bridge"))?;
         ip(&host, &format!("addr add 172.29.0.1/16 dev {BRIDGE}"))?;
         ip(&host, &format!("link set {BRIDGE} up"))?;
-        ip(
-            &host,
-            &format!("link add vweb type veth peer name eth0 netns {web}"),
-        )?;
-        ip(&host, &format!("link set vweb master {BRIDGE}"))?;
-        ip(&host, "link set vweb up")?;
-        ip(&web, &format!("addr add {WEB_IP}/16 dev eth0"))?;
-        ip(&web, "link set eth0 up")?;
-        ip(&web, "route add default via 172.29.0.1")?;
-        ip(
-            &host,
-            &format!("link add vpeer type veth peer name eth0 netns {peer}"),
-        )?;
-        ip(&host, &format!("link set vpeer master {BRIDGE}"))?;
-        ip(&host, "link set vpeer up")?;
-        ip(&peer, &format!("addr add {PEER_IP}/16 dev eth0"))?;
-        ip(&peer, "link set eth0 up")?;
-        ip(&peer, "route add default via 172.29.0.1")?;
+        add_container(&host, "vweb", &web, WEB_IP, "172.29.0.1")?;
+        add_container(&host, "vpeer", &peer, PEER_IP, "172.29.0.1")?;
         // The routed path (direct) and the netfilter modes need forwarding;
         // portfwd does not, but its figures are taken with it on, like a Docker host.
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &host,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]))?;
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &host,
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.all.route_localnet=1",
-        ]))?;
+        sysctl(&host, "net.ipv4.ip_forward=1")?;
+        sysctl(&host, "net.ipv4.conf.all.route_localnet=1")?;
         let root = cgroup2_root()?;
         let cgroup = root.join(format!("pfbench-{id}"));
         std::fs::create_dir_all(&cgroup)?;
