@@ -46,6 +46,13 @@ pub const PROG_RECVMSG4: &str = "pf_recvmsg4";
 pub const PROG_GETPEERNAME4: &str = "pf_getpeer4";
 /// cgroup bind4: keeps host processes off published ports.
 pub const PROG_BIND4: &str = "pf_bind4";
+/// The same for IPv6 sockets (dual-stack sockets going to an IPv4-mapped
+/// address included: the kernel runs connect6 for them).
+pub const PROG_CONNECT6: &str = "pf_connect6";
+pub const PROG_SENDMSG6: &str = "pf_sendmsg6";
+pub const PROG_RECVMSG6: &str = "pf_recvmsg6";
+pub const PROG_GETPEERNAME6: &str = "pf_getpeer6";
+pub const PROG_BIND6: &str = "pf_bind6";
 
 /// Asserts at compile time that a layout's size is `size` and equals the sum
 /// of its fields' sizes (listed in order): no implicit padding anywhere, so

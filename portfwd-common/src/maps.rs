@@ -4,8 +4,9 @@
 use core::mem::size_of;
 
 use crate::{
-    addr::V4, Backend, CtEntry, CtKey, FragEntry, FragKey, FragQueued, MapKey, MapStats, PortKey,
-    SockRevKey, SockRevValue,
+    addr::{V4, V6},
+    Backend, CtEntry, CtKey, FragEntry, FragKey, FragQueued, MapKey, MapStats, PortKey, SockRevKey,
+    SockRevValue,
 };
 
 pub const MAPPINGS_MAX: u32 = 65_536;
@@ -41,6 +42,12 @@ pub const MAP_MAPPING_STATS: &str = "pf_mstats";
 pub const MAP_SLOTS: &str = "pf_slots";
 pub const SLOT_WORDS: u32 = MAPPINGS_MAX / 64;
 pub const MAP_SOCK_REVERSE4: &str = "pf_sockrev4";
+pub const MAP_MAPPINGS6: &str = "pf_map6";
+pub const MAP_CONNTRACK6: &str = "pf_ct6";
+pub const MAP_LOCAL_ADDRS6: &str = "pf_local6";
+pub const MAP_SOCK_REVERSE6: &str = "pf_sockrev6";
+pub const MAP_FRAG6: &str = "pf_frag6";
+pub const MAP_FRAG_QUEUE6: &str = "pf_fragq6";
 pub const MAP_STATS: &str = "pf_stats";
 pub const MAP_PORTS: &str = "pf_ports";
 pub const MAP_HOT: &str = "pf_hot";
@@ -107,6 +114,37 @@ pub const MAPS: &[MapSpec] = &[
         FRAG_QUEUE_MAX,
     ),
     spec(MAP_ICMP_RATE, 4, size_of::<IcmpRate>(), 1),
+    spec(
+        MAP_MAPPINGS6,
+        size_of::<MapKey<V6>>(),
+        size_of::<Backend<V6>>(),
+        MAPPINGS_MAX,
+    ),
+    spec(
+        MAP_CONNTRACK6,
+        size_of::<CtKey<V6>>(),
+        size_of::<CtEntry<V6>>(),
+        CONNTRACK_MAX,
+    ),
+    spec(MAP_LOCAL_ADDRS6, 16, 4, LOCAL_ADDRS_MAX),
+    spec(
+        MAP_SOCK_REVERSE6,
+        size_of::<SockRevKey<V6>>(),
+        size_of::<SockRevValue<V6>>(),
+        SOCK_REVERSE_MAX,
+    ),
+    spec(
+        MAP_FRAG6,
+        size_of::<FragKey<V6>>(),
+        size_of::<FragEntry>(),
+        FRAG_MAX,
+    ),
+    spec(
+        MAP_FRAG_QUEUE6,
+        size_of::<FragKey<V6>>(),
+        size_of::<FragQueued>(),
+        FRAG_QUEUE_MAX,
+    ),
 ];
 
 /// Value of `pf_icmprl` (per-CPU): tokens left and when they were counted.

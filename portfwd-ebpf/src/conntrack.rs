@@ -62,9 +62,9 @@ pub fn lookup<F: Family>(key: &CtKey<F::Addr>, now: u64) -> Option<CtRef<F::Addr
 }
 
 /// What a new flow's entries are made of, beside its first packet.
-pub struct NewFlow<A> {
+pub struct NewFlow<'a, A> {
     /// The container endpoint.
-    pub backend: Backend<A>,
+    pub backend: &'a Backend<A>,
     /// The flow came in through the wildcard mapping.
     pub wildcard: bool,
     /// The interface the client's packets arrive on.
@@ -81,7 +81,7 @@ pub fn create<F: Family>(
     new: &NewFlow<F::Addr>,
     now: u64,
 ) -> Result<(), Drop> {
-    let backend = &new.backend;
+    let backend = new.backend;
     let snat = new.snat;
     let wildcard = new.wildcard;
     let client_ifindex = new.client_ifindex;

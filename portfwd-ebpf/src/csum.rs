@@ -37,6 +37,28 @@ impl Sum {
     }
 }
 
+impl Sum {
+    /// Adds the change of a 16-bit word from `old` to `new` (RFC 1624: the
+    /// new word plus the complement of the old).
+    #[inline(always)]
+    pub fn diff16(self, old: u16, new: u16) -> Self {
+        self.add16(!old).add16(new)
+    }
+
+    /// Adds the change of an address from `old` to `new`.
+    #[inline(always)]
+    pub fn diff_addr<A: AddrWords>(self, old: A, new: A) -> Self {
+        new.sum_into(old.complement().sum_into(self))
+    }
+}
+
+/// The checksum field `csum` after the changes summed in `diff` (see
+/// `Sum::diff16`).
+#[inline(always)]
+pub fn apply(csum: u16, diff: Sum) -> u16 {
+    !Sum((!csum) as u64 + diff.0).fold()
+}
+
 /// RFC 1624 eqn. 3: the checksum field `csum` after the words summed in
 /// `old` became those summed in `new`.
 #[inline(always)]
@@ -50,12 +72,19 @@ pub fn replace(csum: u16, old: Sum, new: Sum) -> u16 {
 /// Summing an address's 16-bit words.
 pub trait AddrWords: Addr {
     fn sum_into(self, s: Sum) -> Sum;
+    /// Every bit inverted.
+    fn complement(self) -> Self;
 }
 
 impl AddrWords for u32 {
     #[inline(always)]
     fn sum_into(self, s: Sum) -> Sum {
         s.add32(self)
+    }
+
+    #[inline(always)]
+    fn complement(self) -> Self {
+        !self
     }
 }
 
@@ -66,5 +95,10 @@ impl AddrWords for [u32; 4] {
             .add32(self[1])
             .add32(self[2])
             .add32(self[3])
+    }
+
+    #[inline(always)]
+    fn complement(self) -> Self {
+        [!self[0], !self[1], !self[2], !self[3]]
     }
 }

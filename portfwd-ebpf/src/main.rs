@@ -4,7 +4,7 @@
 //! - `hooks`: one orchestrator per TC attach point, deciding what a packet
 //!   needs; `xlate`: the leaf transforms they apply (DNAT, reverse NAT,
 //!   hairpin source ports, resets);
-//! - `family`: IPv4 behind the `Family` trait; `pkt`: packet access behind
+//! - `family`: IPv4 and IPv6 behind the `Family` trait; `pkt`: packet access behind
 //!   the `Packet` trait (TC today);
 //! - `sock`: the cgroup socket hooks, apart from the packet path;
 //! - `conntrack`, `mapping`, `nat`, `maps`, `stats`: shared pieces.
@@ -32,8 +32,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    family::v4::Ipv4,
+    family::{v4::Ipv4, v6::Ipv6},
     pkt::{finish, TcPacket},
+    sock::addr::V4Mapped,
 };
 
 /// TC ingress on each external interface: DNAT to the container, redirect to
@@ -41,7 +42,11 @@ use crate::{
 #[classifier]
 pub fn pf_ext_in(ctx: TcContext) -> i32 {
     let p = TcPacket(&ctx);
-    finish::<TcPacket>(hooks::ext_ingress::run::<Ipv4, _>(&p))
+    finish::<TcPacket>(hooks::by_family(
+        &p,
+        hooks::ext_ingress::run::<Ipv4, _>,
+        hooks::ext_ingress::run::<Ipv6, _>,
+    ))
 }
 
 /// TC ingress on the bridge: reverse NAT of replies, redirect to the client;
@@ -49,7 +54,11 @@ pub fn pf_ext_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pf_br_in(ctx: TcContext) -> i32 {
     let p = TcPacket(&ctx);
-    finish::<TcPacket>(hooks::bridge_ingress::run::<Ipv4, _>(&p))
+    finish::<TcPacket>(hooks::by_family(
+        &p,
+        hooks::bridge_ingress::run::<Ipv4, _>,
+        hooks::bridge_ingress::run::<Ipv6, _>,
+    ))
 }
 
 /// connect(2), TCP and UDP: clients on the host itself.
@@ -80,6 +89,57 @@ pub fn pf_getpeer4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(bind4)]
 pub fn pf_bind4(ctx: SockAddrContext) -> i32 {
     sock::addr::bind::<Ipv4>(&ctx)
+}
+
+/// connect(2) on IPv6 sockets; an IPv4-mapped destination goes by the
+/// IPv4 mappings (the kernel runs no IPv4 hook for it).
+#[cgroup_sock_addr(connect6)]
+pub fn pf_connect6(ctx: SockAddrContext) -> i32 {
+    if V4Mapped::applies(&ctx) {
+        sock::addr::redirect::<V4Mapped>(&ctx)
+    } else {
+        sock::addr::redirect::<Ipv6>(&ctx)
+    }
+}
+
+/// sendmsg(2) on unconnected IPv6 UDP sockets.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn pf_sendmsg6(ctx: SockAddrContext) -> i32 {
+    if V4Mapped::applies(&ctx) {
+        sock::addr::redirect::<V4Mapped>(&ctx)
+    } else {
+        sock::addr::redirect::<Ipv6>(&ctx)
+    }
+}
+
+/// recvmsg(2) on IPv6 UDP sockets.
+#[cgroup_sock_addr(recvmsg6)]
+pub fn pf_recvmsg6(ctx: SockAddrContext) -> i32 {
+    if V4Mapped::applies(&ctx) {
+        sock::addr::restore::<V4Mapped>(&ctx)
+    } else {
+        sock::addr::restore::<Ipv6>(&ctx)
+    }
+}
+
+/// getpeername(2) on IPv6 sockets.
+#[cgroup_sock_addr(getpeername6)]
+pub fn pf_getpeer6(ctx: SockAddrContext) -> i32 {
+    if V4Mapped::applies(&ctx) {
+        sock::addr::restore::<V4Mapped>(&ctx)
+    } else {
+        sock::addr::restore::<Ipv6>(&ctx)
+    }
+}
+
+/// bind(2) on IPv6 sockets.
+#[cgroup_sock_addr(bind6)]
+pub fn pf_bind6(ctx: SockAddrContext) -> i32 {
+    if V4Mapped::applies(&ctx) {
+        sock::addr::bind::<V4Mapped>(&ctx)
+    } else {
+        sock::addr::bind::<Ipv6>(&ctx)
+    }
 }
 
 #[cfg(not(test))]

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use portfwd_common::{
     Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, SockRevKey, SockRevValue, CONNTRACK_MAX,
-    LOCAL_ADDRS_MAX, MAPPINGS_MAX, META_MAX, SLOT_WORDS, SOCK_REVERSE_MAX, STATS_MAX, V4,
+    LOCAL_ADDRS_MAX, MAPPINGS_MAX, META_MAX, SLOT_WORDS, SOCK_REVERSE_MAX, STATS_MAX, V4, V6,
 };
 
 /// Facts about the pinned state itself (its layout version); userspace only.
@@ -55,4 +55,22 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_MAX, 0)
 /// used, to show it again in recvmsg and getpeername.
 #[map(name = "pf_sockrev4")]
 pub static SOCK_REVERSE4: LruHashMap<SockRevKey<V4>, SockRevValue<V4>> =
+    LruHashMap::with_max_entries(SOCK_REVERSE_MAX, 0);
+
+/// The IPv6 counterparts of the maps above (see each for what it holds).
+#[map(name = "pf_map6")]
+pub static MAPPINGS6: HashMap<MapKey<V6>, Backend<V6>> = HashMap::with_max_entries(MAPPINGS_MAX, 0);
+
+#[map(name = "pf_ct6")]
+pub static CONNTRACK6: LruHashMap<CtKey<V6>, CtEntry<V6>> =
+    LruHashMap::with_max_entries(CONNTRACK_MAX, 0);
+
+#[map(name = "pf_ctnew6")]
+pub static CT_SCRATCH6: PerCpuArray<CtEntry<V6>> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "pf_local6")]
+pub static LOCAL_ADDRS6: HashMap<V6, u32> = HashMap::with_max_entries(LOCAL_ADDRS_MAX, 0);
+
+#[map(name = "pf_sockrev6")]
+pub static SOCK_REVERSE6: LruHashMap<SockRevKey<V6>, SockRevValue<V6>> =
     LruHashMap::with_max_entries(SOCK_REVERSE_MAX, 0);

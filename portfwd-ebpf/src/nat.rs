@@ -25,7 +25,7 @@ pub fn rewrite<F: Family, P: Packet>(
         F::set_addr(p, flow, side, old_addr, addr_be)?;
     }
     if old_port != port_be {
-        set_port(p, flow, flow.l4_off + port_off, old_port, port_be)?;
+        set_port(p, flow, flow.l4_off() + port_off, old_port, port_be)?;
     }
     Ok(())
 }

@@ -34,9 +34,8 @@ pub struct Drop(pub u32);
 /// What the program does with the packet, apart from dropping it.
 ///
 /// 32 bits wide like `Drop`, so that both variants of an `Outcome` fill all
-/// of it: an `Outcome` returned from a BPF subprogram travels packed in one
-/// register, and LLVM fills the bytes a variant leaves unset from whatever
-/// register is at hand, a pointer included, which the verifier refuses.
+/// of it: LLVM fills the bytes a variant leaves unset from whatever register
+/// is at hand, a pointer included, which the verifier refuses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Verdict {
@@ -52,6 +51,40 @@ pub enum Verdict {
 }
 
 pub type Outcome = Result<Verdict, Drop>;
+
+/// An `Outcome` as one integer: what subprograms return. rustc returns any
+/// aggregate (a `Result` is one) from a BPF function through a pointer the
+/// caller passes, and leaves r0 holding whatever was last in it; the
+/// verifier refuses a subprogram that exits with a stack pointer there.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Ret(u64);
+
+const RET_DROP: u64 = 1 << 32;
+
+impl Ret {
+    /// Runs `f` and packs what it returns: the body of a subprogram.
+    #[inline(always)]
+    pub fn of(f: impl FnOnce() -> Outcome) -> Self {
+        match f() {
+            Ok(v) => Self(v as u32 as u64),
+            Err(Drop(code)) => Self(RET_DROP | code as u64),
+        }
+    }
+
+    #[inline(always)]
+    pub fn outcome(self) -> Outcome {
+        if self.0 & RET_DROP != 0 {
+            return Err(Drop(self.0 as u32));
+        }
+        Ok(match self.0 as u32 {
+            v if v == Verdict::Pass as u32 => Verdict::Pass,
+            v if v == Verdict::Stolen as u32 => Verdict::Stolen,
+            v if v == Verdict::Pending as u32 => Verdict::Pending,
+            _ => Verdict::Redirect,
+        })
+    }
+}
 
 pub trait Packet {
     /// The program's return code for each outcome.

@@ -1,7 +1,8 @@
 //! Address families behind one trait: header parsing, address rewrite with
 //! its checksum updates, and the family's maps. NAT, conntrack and mapping
-//! logic is written once over `Family`; `v4` (and later `v6`) implement it.
+//! logic is written once over `Family`; `v4` and `v6` implement it.
 pub mod v4;
+pub mod v6;
 
 use aya_ebpf::{
     bindings::bpf_sock_tuple,
@@ -9,7 +10,7 @@ use aya_ebpf::{
 };
 use portfwd_common::{Addr, Backend, CtEntry, CtKey, MapKey};
 
-use crate::pkt::{Drop, Outcome, Packet};
+use crate::pkt::{Drop, Packet, Ret};
 
 pub const ETH_HLEN: usize = 14;
 
@@ -28,8 +29,9 @@ pub const TCP_ACK: u8 = 0x10;
 /// A TCP or UDP packet, addresses and ports as on the wire.
 #[derive(Clone, Copy, Default)]
 pub struct Flow<A> {
-    /// Offset of the L4 header from the start of the frame.
-    pub l4_off: usize,
+    /// Offset of the L4 header from the start of the frame (16 bits: these
+    /// structures live on the 512-byte stack; see `Flow::l4_off()`).
+    pub l4_off: u16,
     pub saddr_be: A,
     pub daddr_be: A,
     pub sport_be: u16,
@@ -72,22 +74,47 @@ impl<A: Addr> FragId<A> {
 /// exceeded, parameter problem; ICMPv6 the same and packet too big) quoting a
 /// TCP or UDP packet whose ports are in the quote. The quoted packet itself
 /// is `Parsed::flow` (its `l4_off` the quoted L4 header's offset).
+/// (The outer addresses are read from the packet where they are needed.)
 #[derive(Clone, Copy, Default)]
-pub struct IcmpError<A> {
-    /// The outer addresses.
-    pub saddr_be: A,
-    pub daddr_be: A,
+pub struct IcmpError {
     /// Offset of the ICMP header, and the ICMP message's length.
-    pub icmp_off: usize,
-    pub icmp_len: usize,
+    pub icmp_off: u16,
+    pub icmp_len: u16,
     /// Offset of the quoted L3 header.
-    pub inner_l3_off: usize,
+    pub inner_l3_off: u16,
     /// Offset of the quoted L4 checksum when the quote holds it, else 0
     /// (TCP's may be cut off: a quote need only hold 8 bytes of L4).
-    pub inner_csum_off: usize,
+    pub inner_csum_off: u16,
+}
+
+impl IcmpError {
+    #[inline(always)]
+    pub fn icmp_off(&self) -> usize {
+        self.icmp_off as usize
+    }
+
+    #[inline(always)]
+    pub fn icmp_len(&self) -> usize {
+        self.icmp_len as usize
+    }
+
+    #[inline(always)]
+    pub fn inner_l3_off(&self) -> usize {
+        self.inner_l3_off as usize
+    }
+
+    #[inline(always)]
+    pub fn inner_csum_off(&self) -> usize {
+        self.inner_csum_off as usize
+    }
 }
 
 impl<A: Addr> Flow<A> {
+    #[inline(always)]
+    pub fn l4_off(&self) -> usize {
+        self.l4_off as usize
+    }
+
     #[inline(always)]
     pub fn is_tcp(&self) -> bool {
         self.proto == portfwd_common::PROTO_TCP
@@ -103,9 +130,9 @@ impl<A: Addr> Flow<A> {
     #[inline(always)]
     pub fn l4_csum_off(&self) -> usize {
         if self.is_tcp() {
-            self.l4_off + TCP_CSUM_OFF
+            self.l4_off() + TCP_CSUM_OFF
         } else {
-            self.l4_off + UDP_CSUM_OFF
+            self.l4_off() + UDP_CSUM_OFF
         }
     }
 
@@ -168,7 +195,7 @@ pub enum Kind {
 pub struct Parsed<A> {
     pub kind: Kind,
     pub flow: Flow<A>,
-    pub icmp: IcmpError<A>,
+    pub icmp: IcmpError,
 }
 
 /// Which end of a packet.
@@ -256,7 +283,7 @@ pub trait Family: 'static {
 
     /// Cuts the (rewritten) packet into fragments of at most `mtu` and sends
     /// them out of `ifindex`.
-    fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Outcome;
+    fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Ret;
 
     /// Turns the packet, which is too big for an MTU of `mtu`, into the
     /// family's "fragmentation needed" / "packet too big" error back to its

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     csum::Sum,
     maps,
-    pkt::{Drop, Outcome, Packet},
+    pkt::{Drop, Outcome, Packet, Ret},
     stats,
 };
 
@@ -131,8 +131,8 @@ impl Family for Ipv4 {
 
     // A subprogram of its own: a rare path, kept off the hot path's stack.
     #[inline(never)]
-    fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Outcome {
-        cut(p, mtu, ifindex)
+    fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Ret {
+        Ret::of(|| cut(p, mtu, ifindex))
     }
 
     #[inline(always)]
@@ -230,7 +230,7 @@ fn header<P: Packet>(p: &P, off: usize) -> Option<Option<Header>> {
 /// `l4_off`.
 #[inline(always)]
 fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V4>) -> Option<()> {
-    flow.l4_off = l4_off;
+    flow.l4_off = l4_off as u16;
     flow.sport_be = p.read(l4_off + L4_SPORT_OFF)?;
     flow.dport_be = p.read(l4_off + L4_DPORT_OFF)?;
     flow.tcp_flags = if flow.proto == PROTO_TCP {
@@ -277,7 +277,7 @@ fn icmp_error<P: Packet>(p: &P, h: &Header, out: &mut Parsed<V4>) -> Option<()> 
     out.flow.daddr_be = inner.daddr_be;
     out.flow.proto = inner.proto;
     out.flow.l3_len = inner.l3_len;
-    out.flow.l4_off = inner_l4_off;
+    out.flow.l4_off = inner_l4_off as u16;
     out.flow.sport_be = p.read(inner_l4_off + L4_SPORT_OFF)?;
     out.flow.dport_be = p.read(inner_l4_off + L4_DPORT_OFF)?;
     let csum_off = inner_l4_off
@@ -287,13 +287,11 @@ fn icmp_error<P: Packet>(p: &P, h: &Header, out: &mut Parsed<V4>) -> Option<()> 
             UDP_CSUM_OFF
         };
     if csum_off + 2 <= end && p.read::<u16>(csum_off).is_some() {
-        out.icmp.inner_csum_off = csum_off;
+        out.icmp.inner_csum_off = csum_off as u16;
     }
-    out.icmp.saddr_be = h.saddr_be;
-    out.icmp.daddr_be = h.daddr_be;
-    out.icmp.icmp_off = icmp_off;
-    out.icmp.icmp_len = icmp_len;
-    out.icmp.inner_l3_off = inner_l3_off;
+    out.icmp.icmp_off = icmp_off as u16;
+    out.icmp.icmp_len = icmp_len as u16;
+    out.icmp.inner_l3_off = inner_l3_off as u16;
     Some(())
 }
 

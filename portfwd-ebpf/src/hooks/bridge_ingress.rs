@@ -16,74 +16,80 @@
 //! - What is none of these is left to the host.
 use portfwd_common::{stat, CtKey, CT_F_ACK, CT_F_CLOSING, HOT_BACKEND, HOT_HOST};
 
-use super::{forward, mtu, settle, Pending};
+use super::{
+    forward, mtu, settle,
+    state::{Home, State},
+    Pending,
+};
 use crate::{
     conntrack::{self, CtRef},
-    family::{Family, Flow, IcmpError, Kind, Parsed, Side, TCP_ACK, TCP_SYN},
+    family::{Family, Flow, IcmpError, Kind, Side, TCP_ACK, TCP_SYN},
     mapping,
-    pkt::{Drop, Outcome, Packet, Verdict},
+    pkt::{Drop, Outcome, Packet, Ret, Verdict},
     stats::{self, Dir},
     xlate::{frag, icmp, reset, rnat},
 };
 
-#[inline(always)]
-pub fn run<F: Family, P: Packet>(p: &P) -> Outcome
+/// A packet of family `F` (the entry point has looked at its ethertype).
+// A subprogram per family: the two families' states would otherwise both
+// sit in the entry point's frame.
+#[inline(never)]
+pub fn run<F: Home, P: Packet>(p: &P) -> Ret
 where
     F::Addr: frag::FragMaps,
 {
-    if !F::is_family(p) {
-        return Ok(Verdict::Pass);
-    }
-    let mut parsed = Parsed::default();
-    F::parse(p, &mut parsed);
-    let q = &parsed.flow;
-    // A reply comes from a container port; a hairpin packet goes to a
-    // published host port; an error quotes what portfwd delivered to a
-    // container port.
-    let hot = match parsed.kind {
-        Kind::Flow => {
-            mapping::hot(HOT_BACKEND, q.proto, q.sport_be)
-                || mapping::hot(HOT_HOST, q.proto, q.dport_be)
-        }
-        Kind::Icmp => mapping::hot(HOT_BACKEND, q.proto, q.dport_be),
-        Kind::Fragment => true,
-        Kind::Other => false,
-    };
-    if !hot {
-        return Ok(Verdict::Pass);
-    }
-    let mut pending = Pending::new(conntrack::now());
-    let outcome = match parsed.kind {
-        Kind::Flow => flow_in::<F, P>(p, &parsed.flow, &mut pending),
-        Kind::Fragment => later_fragment::<F, P>(p, &parsed.flow, &mut pending),
-        _ => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp),
-    };
-    settle::<F, P>(p, &parsed.flow, &mut pending, outcome)
+    Ret::of(|| {
+        F::with_state(|st| {
+            let State { parsed, pending } = st;
+            F::parse(p, parsed);
+            let q = &parsed.flow;
+            // A reply comes from a container port; a hairpin packet goes to a
+            // published host port; an error quotes what portfwd delivered to a
+            // container port.
+            let hot = match parsed.kind {
+                Kind::Flow => {
+                    mapping::hot(HOT_BACKEND, q.proto, q.sport_be)
+                        || mapping::hot(HOT_HOST, q.proto, q.dport_be)
+                }
+                Kind::Icmp => mapping::hot(HOT_BACKEND, q.proto, q.dport_be),
+                Kind::Fragment => true,
+                Kind::Other => false,
+            };
+            if !hot {
+                return Ok(Verdict::Pass);
+            }
+            *pending = Pending::new(conntrack::now());
+            let outcome = match parsed.kind {
+                Kind::Flow => flow_in::<F, P>(p, &parsed.flow, pending).outcome(),
+                Kind::Fragment => later_fragment::<F, P>(p, &parsed.flow, pending).outcome(),
+                _ => icmp_in::<F, P>(p, &parsed.flow, &parsed.icmp).outcome(),
+            };
+            settle::<F, P>(p, &parsed.flow, pending, outcome)
+        })
+    })
 }
 
 // A subprogram of its own: parsing stays in the entry point's frame and the
 // flow's handling gets a frame of its own, which keeps the deepest call chain
 // (through `start_flow` or `send_too_big`) under the 512-byte stack.
 #[inline(never)]
-fn flow_in<F: Family, P: Packet>(
-    p: &P,
-    flow: &Flow<F::Addr>,
-    pending: &mut Pending<F::Addr>,
-) -> Outcome
+fn flow_in<F: Family, P: Packet>(p: &P, flow: &Flow<F::Addr>, pending: &mut Pending<F::Addr>) -> Ret
 where
     F::Addr: frag::FragMaps,
 {
-    let now = pending.now;
-    if flow.first_fragment {
-        let id = &flow.frag_id();
-        // A container sends a datagram's fragments in order.
-        frag::record(id, flow.sport_be, flow.dport_be, now);
-    }
-    let key = flow.key();
-    match conntrack::lookup::<F>(&key, now) {
-        Some(e) if e.get().is_reply() => reply::<F, P>(p, flow, &key, e, pending),
-        entry => hairpin::<F, P>(p, flow, &key, entry, pending),
-    }
+    Ret::of(|| {
+        let now = pending.now;
+        if flow.first_fragment {
+            let id = &flow.frag_id();
+            // A container sends a datagram's fragments in order.
+            frag::record(id, flow.sport_be, flow.dport_be, now);
+        }
+        let key = flow.key();
+        match conntrack::lookup::<F>(&key, now) {
+            Some(e) if e.get().is_reply() => reply::<F, P>(p, flow, &key, e, pending),
+            entry => hairpin::<F, P>(p, flow, &key, entry, pending),
+        }
+    })
 }
 
 /// A container's reply on a flow portfwd created.
@@ -109,7 +115,7 @@ fn reply<F: Family, P: Packet>(
         return Ok(Verdict::Pass);
     }
     conntrack::account::<F>(key, &mut e, flow, now);
-    if let Some(outcome) = reset::if_killed::<F, P>(p, flow, e.get_mut(), now) {
+    if let Some(outcome) = reset::if_killed::<F, P>(p, flow, e.get_mut(), pending) {
         return outcome;
     }
     let entry = e.get();
@@ -168,65 +174,62 @@ fn later_fragment<F: Family, P: Packet>(
     p: &P,
     f: &Flow<F::Addr>,
     pending: &mut Pending<F::Addr>,
-) -> Outcome
+) -> Ret
 where
     F::Addr: frag::FragMaps,
 {
-    let now = pending.now;
-    let id = &f.frag_id();
-    let Some((sport, dport)) = frag::ports(id, now) else {
-        return Ok(Verdict::Pass);
-    };
-    let key = CtKey::new(id.saddr_be, id.daddr_be, sport, dport, id.proto);
-    let Some(mut e) = conntrack::lookup::<F>(&key, now) else {
-        return Ok(Verdict::Pass);
-    };
-    if !e.get().is_reply() {
-        if !e.get().is_hairpin() {
+    Ret::of(|| {
+        let now = pending.now;
+        let id = &f.frag_id();
+        let Some((sport, dport)) = frag::ports(id, now) else {
             return Ok(Verdict::Pass);
+        };
+        let key = CtKey::new(id.saddr_be, id.daddr_be, sport, dport, id.proto);
+        let Some(mut e) = conntrack::lookup::<F>(&key, now) else {
+            return Ok(Verdict::Pass);
+        };
+        if !e.get().is_reply() {
+            if !e.get().is_hairpin() {
+                return Ok(Verdict::Pass);
+            }
+            return forward::follow_fragment::<F, P>(p, f, e, pending);
         }
-        return forward::follow_fragment::<F, P>(p, f, e, pending);
-    }
-    conntrack::account_fragment(&mut e, f.l3_len);
-    let entry = e.get();
-    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, entry.nat_addr_be, pending) {
-        Ok(cut_mtu) => cut_mtu,
-        Err(answer) => return answer,
-    };
-    stats::mapping(entry.stats_slot, Dir::Reverse, f.l3_len as u64, false);
-    F::set_l3_addr(p, Side::Src, id.saddr_be, entry.nat_addr_be)?;
-    if entry.is_hairpin() {
-        F::set_l3_addr(p, Side::Dst, id.daddr_be, entry.peer_addr_be)?;
-    }
-    stats::count(stat::FRAGMENT_FORWARDED);
-    mtu::send::<F, P>(p, cut_mtu, entry.ifindex, pending)
+        conntrack::account_fragment(&mut e, f.l3_len);
+        let entry = e.get();
+        let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, entry.nat_addr_be, pending) {
+            Ok(cut_mtu) => cut_mtu,
+            Err(answer) => return answer,
+        };
+        stats::mapping(entry.stats_slot, Dir::Reverse, f.l3_len as u64, false);
+        F::set_l3_addr(p, Side::Src, id.saddr_be, entry.nat_addr_be)?;
+        if entry.is_hairpin() {
+            F::set_l3_addr(p, Side::Dst, id.daddr_be, entry.peer_addr_be)?;
+        }
+        stats::count(stat::FRAGMENT_FORWARDED);
+        mtu::send::<F, P>(p, cut_mtu, entry.ifindex, pending)
+    })
 }
 
 /// An error from a container quotes the packet portfwd delivered to it
 /// (client -> container); the flow's reply entry is that tuple reversed.
 // A subprogram of its own: a rare path, kept off the hot path's stack.
 #[inline(never)]
-fn icmp_in<F: Family, P: Packet>(p: &P, q: &Flow<F::Addr>, e: &IcmpError<F::Addr>) -> Outcome {
-    let key = CtKey::new(q.daddr_be, q.saddr_be, q.dport_be, q.sport_be, q.proto);
-    let now = conntrack::now();
-    let Some(entry) = conntrack::lookup::<F>(&key, now) else {
-        return Ok(Verdict::Pass);
-    };
-    let ent = entry.get();
-    if !ent.is_reply() {
-        return Ok(Verdict::Pass);
-    }
-    if !icmp::verifies::<F, P>(p, e) {
-        return Err(Drop(stat::DROP_ICMP_CSUM));
-    }
-    let hairpin = ent.is_hairpin();
-    let rw = icmp::Rewrite {
-        inner_src: hairpin.then_some((ent.peer_addr_be, ent.peer_port_be)),
-        inner_dst: Some((ent.nat_addr_be, ent.nat_port_be)),
-        outer_src: Some(ent.nat_addr_be),
-        outer_dst: hairpin.then_some(ent.peer_addr_be),
-    };
-    icmp::translate::<F, P>(p, q, e, &rw)?;
-    stats::count(stat::ICMP_TO_CLIENT);
-    p.redirect_neigh(ent.ifindex)
+fn icmp_in<F: Family, P: Packet>(p: &P, q: &Flow<F::Addr>, e: &IcmpError) -> Ret {
+    Ret::of(|| {
+        let key = CtKey::new(q.daddr_be, q.saddr_be, q.dport_be, q.sport_be, q.proto);
+        let now = conntrack::now();
+        let Some(entry) = conntrack::lookup::<F>(&key, now) else {
+            return Ok(Verdict::Pass);
+        };
+        let ent = entry.get();
+        if !ent.is_reply() {
+            return Ok(Verdict::Pass);
+        }
+        if !icmp::verifies::<F, P>(p, e) {
+            return Err(Drop(stat::DROP_ICMP_CSUM));
+        }
+        icmp::translate::<F, P>(p, q, e, ent, icmp::Toward::Client)?;
+        stats::count(stat::ICMP_TO_CLIENT);
+        p.redirect_neigh(ent.ifindex)
+    })
 }

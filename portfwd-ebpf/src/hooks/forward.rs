@@ -18,7 +18,7 @@ use crate::{
     conntrack::{self, CtRef},
     family::{Family, Flow, Side},
     mapping,
-    pkt::{Drop, Outcome, Packet, Verdict},
+    pkt::{Drop, Outcome, Packet, Ret, Verdict},
     stats::{self, Dir},
     xlate::{dnat, hairpin, reset},
 };
@@ -77,35 +77,40 @@ pub fn start_flow<F: Family, P: Packet>(
     p: &P,
     flow: &Flow<F::Addr>,
     pending: &mut Pending<F::Addr>,
-) -> Outcome {
-    let m = pending.matched;
-    let b = m.backend;
-    let now = pending.now;
-    let cut_mtu = match mtu::check::<F, P>(p, b.bridge_ifindex, flow.daddr_be, pending) {
-        Ok(cut_mtu) => cut_mtu,
-        Err(answer) => return answer,
-    };
-    let snat = if pending.hairpin {
-        Some(hairpin::pick::<F, P>(p, flow, &b, now).ok_or(Drop(stat::DROP_NO_PORT))?)
-    } else {
-        None
-    };
-    let new = conntrack::NewFlow {
-        backend: b,
-        wildcard: m.wildcard,
-        client_ifindex: p.ingress_ifindex(),
-        snat,
-    };
-    conntrack::create::<F>(flow, &new, now)?;
-    if pending.hairpin {
-        stats::count(stat::HAIRPIN);
-    }
-    stats::mapping(b.stats_slot, Dir::Forward, flow.l3_len as u64, true);
-    let target = dnat::Target {
-        to: (b.addr_be, b.port_be),
-        snat,
-    };
-    forward::<F, P>(p, flow, &target, cut_mtu, b.bridge_ifindex, pending)
+) -> Ret {
+    Ret::of(|| {
+        // The mapping is read where it lies in `pending`, not copied: an
+        // IPv6 backend's copies would not fit this frame.
+        let now = pending.now;
+        let ifindex = pending.matched.backend.bridge_ifindex;
+        let cut_mtu = match mtu::check::<F, P>(p, ifindex, flow.daddr_be, pending) {
+            Ok(cut_mtu) => cut_mtu,
+            Err(answer) => return answer,
+        };
+        let m = &pending.matched;
+        let b = &m.backend;
+        let snat = if pending.hairpin {
+            Some(hairpin::pick::<F, P>(p, flow, b, now).ok_or(Drop(stat::DROP_NO_PORT))?)
+        } else {
+            None
+        };
+        let new = conntrack::NewFlow {
+            backend: b,
+            wildcard: m.wildcard,
+            client_ifindex: p.ingress_ifindex(),
+            snat,
+        };
+        conntrack::create::<F>(flow, &new, now)?;
+        if pending.hairpin {
+            stats::count(stat::HAIRPIN);
+        }
+        stats::mapping(b.stats_slot, Dir::Forward, flow.l3_len as u64, true);
+        let target = dnat::Target {
+            to: (b.addr_be, b.port_be),
+            snat,
+        };
+        forward::<F, P>(p, flow, &target, cut_mtu, ifindex, pending)
+    })
 }
 
 /// Forwards a packet of a flow that has a live forward entry `e`.
@@ -120,7 +125,7 @@ fn follow<F: Family, P: Packet>(
     let now = pending.now;
     conntrack::client_still_there::<F>(key, &e);
     conntrack::account::<F>(key, &mut e, flow, now);
-    if let Some(outcome) = reset::if_killed::<F, P>(p, flow, e.get_mut(), now) {
+    if let Some(outcome) = reset::if_killed::<F, P>(p, flow, e.get_mut(), pending) {
         return outcome;
     }
     let entry = e.get();

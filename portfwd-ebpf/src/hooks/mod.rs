@@ -6,21 +6,23 @@
 //! Stack: BPF programs have 512 bytes over the whole call chain. Parsing and
 //! each orchestrator's handling are subprograms of their own, and the rare,
 //! stack-hungry steps (starting a flow, answering "fragmentation needed",
-//! cutting a packet into fragments) are not called from deep inside the
+//! cutting a packet into fragments, replaying fragments that waited,
+//! bouncing a killed flow's RST) are not called from deep inside the
 //! handling: it leaves them in a `Pending` in the entry point's frame, and
 //! `settle` runs them from there, one call deep.
 pub mod bridge_ingress;
 pub mod ext_ingress;
 mod forward;
 mod mtu;
+mod state;
 
 use portfwd_common::{stat, Addr};
 
 use crate::{
-    family::{Family, Flow},
+    family::{v4::Ipv4, v6::Ipv6, Family, Flow},
     mapping::Matched,
-    pkt::{Drop, Outcome, Packet, Verdict},
-    xlate::icmp,
+    pkt::{Drop, Outcome, Packet, Ret, Verdict},
+    xlate::{frag, icmp, reset},
 };
 
 /// What `Pending::what` asks for.
@@ -36,6 +38,12 @@ pub enum Step {
     /// Cut the (rewritten) packet into fragments of at most `mtu` and send
     /// them out of `ifindex`.
     Cut,
+    /// Send the packet, a first fragment, on with the `waiting` fragments of
+    /// its datagram that came before it (see `frag::replay`).
+    Replay,
+    /// Bounce the packet of a killed flow back to its sender as a RST (see
+    /// `reset::reflect`).
+    Reflect,
 }
 
 /// A step left for the entry point's frame (see the module's comment), with
@@ -46,6 +54,7 @@ pub struct Pending<A> {
     pub mtu: u32,
     pub ifindex: u32,
     pub hairpin: bool,
+    pub waiting: u8,
     pub from: A,
     pub matched: Matched<A>,
     pub now: u64,
@@ -59,7 +68,10 @@ pub fn settle<F: Family, P: Packet>(
     flow: &Flow<F::Addr>,
     pending: &mut Pending<F::Addr>,
     mut outcome: Outcome,
-) -> Outcome {
+) -> Outcome
+where
+    F::Addr: frag::FragMaps,
+{
     for _ in 0..2 {
         if !matches!(outcome, Ok(Verdict::Pending)) {
             return outcome;
@@ -67,9 +79,13 @@ pub fn settle<F: Family, P: Packet>(
         let what = pending.what;
         pending.what = Step::Nothing;
         outcome = match what {
-            Step::StartFlow => forward::start_flow::<F, P>(p, flow, pending),
-            Step::TooBig => icmp::send_too_big::<F, P>(p, pending.from, pending.mtu, pending.now),
-            Step::Cut => F::cut(p, pending.mtu, pending.ifindex),
+            Step::StartFlow => forward::start_flow::<F, P>(p, flow, pending).outcome(),
+            Step::TooBig => {
+                icmp::send_too_big::<F, P>(p, pending.from, pending.mtu, pending.now).outcome()
+            }
+            Step::Cut => F::cut(p, pending.mtu, pending.ifindex).outcome(),
+            Step::Replay => frag::replay(p, &flow.frag_id(), pending.waiting).outcome(),
+            Step::Reflect => reset::reflect::<F, P>(p, flow).outcome(),
             Step::Nothing => break,
         };
     }
@@ -78,6 +94,22 @@ pub fn settle<F: Family, P: Packet>(
         // reaches, and never handed to the kernel as a verdict.
         Ok(Verdict::Pending) => Err(Drop(stat::DROP_STORE)),
         other => other,
+    }
+}
+
+/// Runs `v4` or `v6` for a packet of that family; passes any other.
+#[inline(always)]
+pub fn by_family<P: Packet>(
+    p: &P,
+    v4: impl FnOnce(&P) -> Ret,
+    v6: impl FnOnce(&P) -> Ret,
+) -> Outcome {
+    if Ipv4::is_family(p) {
+        v4(p).outcome()
+    } else if Ipv6::is_family(p) {
+        v6(p).outcome()
+    } else {
+        Ok(Verdict::Pass)
     }
 }
 

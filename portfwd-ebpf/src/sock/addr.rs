@@ -21,12 +21,14 @@ use aya_ebpf::{
     programs::SockAddrContext,
     EbpfContext as _, Global,
 };
-use portfwd_common::{stat, MapKey, PortKey, SockRevKey, SockRevValue, PROTO_TCP, PROTO_UDP, V4};
+use portfwd_common::{
+    stat, MapKey, PortKey, SockRevKey, SockRevValue, AF_INET, PROTO_TCP, PROTO_UDP, V4, V6,
+};
 
 use crate::{
-    family::{v4::Ipv4, Family},
+    family::{v4::Ipv4, v6::Ipv6, Family},
     mapping,
-    maps::{PORTS, SOCK_REVERSE4},
+    maps::{PORTS, SOCK_REVERSE4, SOCK_REVERSE6},
     stats,
 };
 
@@ -72,6 +74,20 @@ impl SockAddr<'_> {
         unsafe { (*self.raw()).user_port = port_be as u32 }
     }
 
+    /// One 32-bit word of user_ip6, read alone (the kernel takes 4-byte
+    /// accesses; LLVM must not merge them).
+    #[inline(always)]
+    fn ip6_word(&self, i: usize) -> u32 {
+        // SAFETY: as in `protocol`; `i` is below 4.
+        unsafe { core::ptr::read_volatile(&(*self.raw()).user_ip6[i & 3]) }
+    }
+
+    #[inline(always)]
+    fn set_ip6_word(&self, i: usize, w: u32) {
+        // SAFETY: as in `set_port`; `i` is below 4.
+        unsafe { core::ptr::write_volatile(&mut (*self.raw()).user_ip6[i & 3], w) }
+    }
+
     #[inline(always)]
     fn in_host_netns(&self) -> bool {
         let host = HOST_NETNS.load();
@@ -86,14 +102,26 @@ impl SockAddr<'_> {
     }
 }
 
-/// How a family's addresses sit in `bpf_sock_addr`.
-pub trait SockFamily: Family {
-    fn sock_reverse() -> &'static LruHashMap<SockRevKey<Self::Addr>, SockRevValue<Self::Addr>>;
-    fn user_ip(sa: &SockAddr) -> Self::Addr;
-    fn set_user_ip(sa: &SockAddr, addr: Self::Addr);
+/// How a family's addresses sit in `bpf_sock_addr`: IPv4 sockets, IPv6
+/// sockets, and IPv6 sockets with an IPv4-mapped address (::ffff:a.b.c.d),
+/// which the kernel sends over IPv4 without running the IPv4 hooks: they are
+/// served by the IPv4 mappings, the address kept mapped.
+pub trait SockFamily {
+    type F: Family;
+    /// A wildcard bind covers the IPv4 ports too (an IPv6 socket without
+    /// IPV6_V6ONLY, which a program cannot read, is assumed).
+    const WILDCARD_COVERS_V4: bool = false;
+    fn sock_reverse() -> &'static LruHashMap<SockRevKey<Addr<Self>>, SockRevValue<Addr<Self>>>;
+    fn user_ip(sa: &SockAddr) -> Addr<Self>;
+    fn set_user_ip(sa: &SockAddr, addr: Addr<Self>);
 }
 
+/// The address type of a `SockFamily`.
+type Addr<S> = <<S as SockFamily>::F as Family>::Addr;
+
 impl SockFamily for Ipv4 {
+    type F = Ipv4;
+
     #[inline(always)]
     fn sock_reverse() -> &'static LruHashMap<SockRevKey<V4>, SockRevValue<V4>> {
         &SOCK_REVERSE4
@@ -112,22 +140,83 @@ impl SockFamily for Ipv4 {
     }
 }
 
+impl SockFamily for Ipv6 {
+    type F = Ipv6;
+    const WILDCARD_COVERS_V4: bool = true;
+
+    #[inline(always)]
+    fn sock_reverse() -> &'static LruHashMap<SockRevKey<V6>, SockRevValue<V6>> {
+        &SOCK_REVERSE6
+    }
+
+    #[inline(always)]
+    fn user_ip(sa: &SockAddr) -> V6 {
+        [
+            sa.ip6_word(0),
+            sa.ip6_word(1),
+            sa.ip6_word(2),
+            sa.ip6_word(3),
+        ]
+    }
+
+    #[inline(always)]
+    fn set_user_ip(sa: &SockAddr, addr: V6) {
+        for (i, w) in addr.into_iter().enumerate() {
+            sa.set_ip6_word(i, w);
+        }
+    }
+}
+
+/// An IPv6 socket's IPv4-mapped address, as IPv4.
+pub struct V4Mapped;
+
+/// The first three words of ::ffff:0:0/96, as on the wire.
+const V4_MAPPED_PREFIX: [u32; 3] = [0, 0, 0xffffu32.to_be()];
+
+impl SockFamily for V4Mapped {
+    type F = Ipv4;
+
+    #[inline(always)]
+    fn sock_reverse() -> &'static LruHashMap<SockRevKey<V4>, SockRevValue<V4>> {
+        &SOCK_REVERSE4
+    }
+
+    #[inline(always)]
+    fn user_ip(sa: &SockAddr) -> V4 {
+        sa.ip6_word(3)
+    }
+
+    #[inline(always)]
+    fn set_user_ip(sa: &SockAddr, addr: V4) {
+        sa.set_ip6_word(3, addr);
+    }
+}
+
+impl V4Mapped {
+    /// True if the IPv6 socket's address is IPv4-mapped.
+    #[inline(always)]
+    pub fn applies(ctx: &SockAddrContext) -> bool {
+        let sa = SockAddr(ctx);
+        (0..3).all(|i| sa.ip6_word(i) == V4_MAPPED_PREFIX[i])
+    }
+}
+
 /// connect (TCP and UDP) and sendmsg (unconnected UDP).
 #[inline(always)]
-pub fn redirect<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
+pub fn redirect<S: SockFamily>(ctx: &SockAddrContext) -> i32 {
     let sa = SockAddr(ctx);
     let Some(proto) = sa.protocol() else {
         return ALLOW;
     };
-    let dst = F::user_ip(&sa);
+    let dst = S::user_ip(&sa);
     let port = sa.port();
-    if !sa.in_host_netns() || !(F::is_loopback(dst) || mapping::is_local::<F>(dst)) {
+    if !sa.in_host_netns() || !(S::F::is_loopback(dst) || mapping::is_local::<S::F>(dst)) {
         return ALLOW;
     }
-    let Some(m) = mapping::lookup::<F>(dst, port, proto) else {
+    let Some(m) = mapping::lookup::<S::F>(dst, port, proto) else {
         return ALLOW;
     };
-    F::set_user_ip(&sa, m.backend.addr_be);
+    S::set_user_ip(&sa, m.backend.addr_be);
     sa.set_port(m.backend.port_be);
     let key = SockRevKey::new(sa.socket_cookie(), m.backend.addr_be, m.backend.port_be);
     let orig = SockRevValue {
@@ -137,7 +226,7 @@ pub fn redirect<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
     };
     // Best effort: without it only recvmsg/getpeername would show the
     // container's address.
-    let _ = F::sock_reverse().insert(&key, &orig, 0);
+    let _ = S::sock_reverse().insert(&key, &orig, 0);
     stats::count(stat::SOCK_REWRITTEN);
     ALLOW
 }
@@ -145,12 +234,12 @@ pub fn redirect<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
 /// recvmsg (UDP source) and getpeername: show the address the application
 /// used instead of the container endpoint it was sent to.
 #[inline(always)]
-pub fn restore<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
+pub fn restore<S: SockFamily>(ctx: &SockAddrContext) -> i32 {
     let sa = SockAddr(ctx);
-    let key = SockRevKey::new(sa.socket_cookie(), F::user_ip(&sa), sa.port());
+    let key = SockRevKey::new(sa.socket_cookie(), S::user_ip(&sa), sa.port());
     // SAFETY: plain integers copied out at once.
-    if let Some(orig) = unsafe { F::sock_reverse().get(&key) } {
-        F::set_user_ip(&sa, orig.addr_be);
+    if let Some(orig) = unsafe { S::sock_reverse().get(&key) } {
+        S::set_user_ip(&sa, orig.addr_be);
         sa.set_port(orig.port_be);
     }
     ALLOW
@@ -159,7 +248,7 @@ pub fn restore<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
 /// bind: a host process may not bind a published port (it would be
 /// shadowed by the mapping). Containers and other namespaces are not affected.
 #[inline(always)]
-pub fn bind<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
+pub fn bind<S: SockFamily>(ctx: &SockAddrContext) -> i32 {
     let sa = SockAddr(ctx);
     let Some(proto) = sa.protocol() else {
         return ALLOW;
@@ -168,22 +257,25 @@ pub fn bind<F: SockFamily>(ctx: &SockAddrContext) -> i32 {
     if port == 0 || !sa.in_host_netns() {
         return ALLOW;
     }
-    let ip = F::user_ip(&sa);
-    let taken = if ip == F::Addr::default() {
-        let key = PortKey {
+    let ip = S::user_ip(&sa);
+    let taken = if ip == Addr::<S>::default() {
+        let mut key = PortKey {
             port_be: port,
             proto,
-            af: <F::Addr as portfwd_common::Addr>::AF,
+            af: <Addr<S> as portfwd_common::Addr>::AF,
         };
-        // SAFETY: presence check only.
-        unsafe { PORTS.get(&key) }.is_some()
-    } else {
-        let mut key = MapKey::new(F::Addr::default(), port, proto);
         // SAFETY: presence checks only.
-        let wildcard = unsafe { F::mappings().get(&key) }.is_some();
+        let own = unsafe { PORTS.get(&key) }.is_some();
+        key.af = AF_INET;
+        // SAFETY: as above.
+        own || S::WILDCARD_COVERS_V4 && unsafe { PORTS.get(&key) }.is_some()
+    } else {
+        let mut key = MapKey::new(Addr::<S>::default(), port, proto);
+        // SAFETY: presence checks only.
+        let wildcard = unsafe { S::F::mappings().get(&key) }.is_some();
         key.addr_be = ip;
         // SAFETY: as above.
-        wildcard || unsafe { F::mappings().get(&key) }.is_some()
+        wildcard || unsafe { S::F::mappings().get(&key) }.is_some()
     };
     if taken {
         stats::count(stat::BIND_REFUSED);

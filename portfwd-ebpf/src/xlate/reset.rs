@@ -11,7 +11,8 @@ use portfwd_common::{
 
 use crate::{
     family::{Family, Flow, Side, L4_DPORT_OFF, L4_SPORT_OFF, TCP_RST},
-    pkt::{Drop, Outcome, Packet},
+    hooks::{Pending, Step},
+    pkt::{Drop, Outcome, Packet, Ret, Verdict},
     stats,
 };
 
@@ -23,20 +24,22 @@ const TCP_DOFF_FLAGS_OFF: usize = 12;
 /// For a packet of a killed TCP flow (entry `entry`, this packet's
 /// direction): the first one becomes a RST for its receiver and goes on
 /// (None: the caller NATs and forwards it as usual); later ones bounce back
-/// to their sender (Some(outcome)).
+/// to their sender (Some(outcome): a pending step, `reflect`).
 #[inline(always)]
 pub fn if_killed<F: Family, P: Packet>(
     p: &P,
     flow: &Flow<F::Addr>,
     entry: &mut CtEntry<F::Addr>,
-    now: u64,
+    pending: &mut Pending<F::Addr>,
 ) -> Option<Outcome> {
     if entry.flags & CT_F_KILL == 0 || !flow.is_tcp() {
         return None;
     }
     if entry.flags & CT_F_KILL_SENT != 0 {
-        return Some(reflect::<F, P>(p, flow));
+        pending.what = Step::Reflect;
+        return Some(Ok(Verdict::Pending));
     }
+    let now = pending.now;
     entry.flags |= CT_F_KILL_SENT | CT_F_CLOSING;
     entry.expires_ns = now + CT_LIFETIME_CLOSE_NS;
     match set_rst_only(p, flow) {
@@ -51,7 +54,7 @@ pub fn if_killed<F: Family, P: Packet>(
 /// Makes the TCP flags a bare RST, fixing the checksum.
 #[inline(always)]
 fn set_rst_only<A: Addr, P: Packet>(p: &P, flow: &Flow<A>) -> Result<(), Drop> {
-    let off = flow.l4_off + TCP_DOFF_FLAGS_OFF;
+    let off = flow.l4_off() + TCP_DOFF_FLAGS_OFF;
     let old: u16 = p.read(off).ok_or(Drop(stat::DROP_STORE))?;
     // Byte 12 (data offset) stays; byte 13 (flags) becomes RST. On the
     // little-endian target byte 13 is the high byte of the loaded word.
@@ -65,10 +68,12 @@ fn set_rst_only<A: Addr, P: Packet>(p: &P, flow: &Flow<A>) -> Result<(), Drop> {
 /// checksum unchanged; only the sequence number and flags need updates.
 // A subprogram of its own: a rare path, kept off the hot path's stack.
 #[inline(never)]
-fn reflect<F: Family, P: Packet>(p: &P, flow: &Flow<F::Addr>) -> Outcome {
-    try_reflect::<F, P>(p, flow)?;
-    stats::count(stat::KILL_RST_REFLECTED);
-    p.redirect(p.ingress_ifindex())
+pub fn reflect<F: Family, P: Packet>(p: &P, flow: &Flow<F::Addr>) -> Ret {
+    Ret::of(|| {
+        try_reflect::<F, P>(p, flow)?;
+        stats::count(stat::KILL_RST_REFLECTED);
+        p.redirect(p.ingress_ifindex())
+    })
 }
 
 #[inline(always)]
@@ -80,11 +85,11 @@ fn try_reflect<F: Family, P: Packet>(p: &P, flow: &Flow<F::Addr>) -> Result<(), 
     p.write(6, dst_mac)?;
     F::write_addr(p, Side::Src, flow.daddr_be)?;
     F::write_addr(p, Side::Dst, flow.saddr_be)?;
-    p.write(flow.l4_off + L4_SPORT_OFF, flow.dport_be)?;
-    p.write(flow.l4_off + L4_DPORT_OFF, flow.sport_be)?;
-    let seq: u32 = p.read(flow.l4_off + TCP_SEQ_OFF).ok_or(bad)?;
-    let ack: u32 = p.read(flow.l4_off + TCP_ACK_SEQ_OFF).ok_or(bad)?;
+    p.write(flow.l4_off() + L4_SPORT_OFF, flow.dport_be)?;
+    p.write(flow.l4_off() + L4_DPORT_OFF, flow.sport_be)?;
+    let seq: u32 = p.read(flow.l4_off() + TCP_SEQ_OFF).ok_or(bad)?;
+    let ack: u32 = p.read(flow.l4_off() + TCP_ACK_SEQ_OFF).ok_or(bad)?;
     p.l4_csum_replace(flow.l4_csum_off(), seq, ack, 4)?;
-    p.write(flow.l4_off + TCP_SEQ_OFF, ack)?;
+    p.write(flow.l4_off() + TCP_SEQ_OFF, ack)?;
     set_rst_only(p, flow)
 }
