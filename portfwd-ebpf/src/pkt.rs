@@ -9,6 +9,7 @@
 //! pointer is kept across a call (each access re-derives its own). IPv4
 //! header and ICMP checksums, never offloaded, are plain arithmetic
 //! (`csum`).
+use aya_ebpf::cty::c_void;
 use aya_ebpf::{
     bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_check_mtu_flags::BPF_MTU_CHK_SEGS},
     bindings::{
@@ -16,10 +17,13 @@ use aya_ebpf::{
         TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_STOLEN,
     },
     helpers::{
-        bpf_check_mtu, bpf_clone_redirect, bpf_csum_diff, bpf_redirect, bpf_redirect_neigh,
-        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_adjust_room, bpf_skb_change_tail,
-        bpf_skb_load_bytes, bpf_skb_pull_data, bpf_skb_store_bytes, bpf_skc_lookup_tcp,
+        bpf_check_mtu, bpf_clone_redirect, bpf_csum_diff, bpf_loop, bpf_redirect,
+        bpf_redirect_neigh, bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_adjust_room,
+        bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data, bpf_skb_store_bytes,
+        bpf_skc_lookup_tcp,
     },
+    macros::map,
+    maps::PerCpuArray,
     programs::TcContext,
     EbpfContext as _,
 };
@@ -86,7 +90,7 @@ impl Ret {
     }
 }
 
-pub trait Packet {
+pub trait Packet: Sized {
     /// The program's return code for each outcome.
     const PASS: i32;
     const DROP: i32;
@@ -101,6 +105,13 @@ pub trait Packet {
     fn ingress_ifindex(&self) -> u32;
     /// Makes the first `len` bytes directly accessible, if the packet has them.
     fn pull(&self, len: u32) -> bool;
+    /// The context pointer, for a `Repeat` body that needs the packet.
+    fn raw(&self) -> *mut c_void;
+    /// Runs `f` over the packet whose context pointer is `raw`.
+    ///
+    /// # Safety
+    /// `raw` is `Self::raw` of a packet of the program run in progress.
+    unsafe fn with_raw<T>(raw: *mut c_void, f: impl FnOnce(&Self) -> T) -> T;
 
     /// Replaces `from` by `to` (`flags`' low bits: 2 or 4 bytes, or 0 with
     /// `to` a checksum difference) in the L4 checksum at `off`; the helper's
@@ -129,9 +140,11 @@ pub trait Packet {
     /// `off`, keeping the packet's own checksum state right.
     fn store_from<const N: usize>(&self, off: usize, src: &[u8; N], len: usize)
         -> Result<(), Drop>;
-    /// Copies `len` bytes of `src` from `src_off` (each at most N / 2) into
-    /// the packet at `off`, keeping the packet's own checksum state right.
-    fn store_from_at<const N: usize>(
+    /// Copies `len` bytes (at most MAX) of `src` from `src_off` (at most
+    /// N - MAX: the verifier bounds the two apart and cannot relate them, so
+    /// their sum must fit by their bounds alone) into the packet at `off`,
+    /// keeping the packet's own checksum state right.
+    fn store_from_at<const N: usize, const MAX: usize>(
         &self,
         off: usize,
         src: &[u8; N],
@@ -217,11 +230,26 @@ impl TcPacket<'_> {
     }
 }
 
-impl Packet for TcPacket<'_> {
+impl<'a> Packet for TcPacket<'a> {
     const PASS: i32 = TC_ACT_OK;
+
     const DROP: i32 = TC_ACT_SHOT;
     const REDIRECT: i32 = TC_ACT_REDIRECT;
     const STOLEN: i32 = TC_ACT_STOLEN;
+
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.skb() as *mut c_void
+    }
+
+    #[inline(always)]
+    unsafe fn with_raw<T>(raw: *mut c_void, f: impl FnOnce(&Self) -> T) -> T {
+        let ctx = TcContext::new(raw as *mut aya_ebpf::bindings::__sk_buff);
+        // SAFETY: the borrow lives only as long as `f` runs, while `ctx` is
+        // alive; `f` is given no way to keep it (it gets `&Self` only).
+        let ctx: &'a TcContext = unsafe { &*(&ctx as *const TcContext) };
+        f(&TcPacket(ctx))
+    }
 
     #[inline(always)]
     fn data(&self) -> usize {
@@ -361,7 +389,7 @@ impl Packet for TcPacket<'_> {
     }
 
     #[inline(always)]
-    fn store_from_at<const N: usize>(
+    fn store_from_at<const N: usize, const MAX: usize>(
         &self,
         off: usize,
         src: &[u8; N],
@@ -370,9 +398,7 @@ impl Packet for TcPacket<'_> {
     ) -> Result<(), Drop> {
         let src_off = opaque(src_off);
         let len = opaque(len);
-        // Each at most half of N: the verifier bounds the two apart and
-        // cannot relate them, so their sum must fit by their bounds alone.
-        if len == 0 || len > N / 2 || src_off > N / 2 {
+        if len == 0 || len > MAX || MAX > N || src_off > N - MAX {
             return Err(Drop(stat::DROP_STORE));
         }
         // SAFETY: `src[src_off..src_off + len]` is within the array (checked
@@ -560,6 +586,67 @@ pub fn sum_range<const MAX: usize, P: Packet>(p: &P, off: usize, len: usize) -> 
 fn opaque(x: usize) -> usize {
     // SAFETY: a volatile read of a local.
     unsafe { core::ptr::read_volatile(&x) }
+}
+
+/// Where `forget` puts a value.
+#[map(name = "pf_forget")]
+static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `x`, bounded by 0x3fff, with everything else the verifier knows about it
+/// forgotten: a value read from a map is any number. For a loop's running
+/// offset, which would otherwise make every iteration (and every path after
+/// it) a state of its own; each costs a map lookup.
+#[inline(always)]
+pub fn forget(x: usize) -> Option<usize> {
+    forget_below(x, 0x3fff)
+}
+
+/// As `forget`, bounded by `max`.
+#[inline(always)]
+pub fn forget_below(x: usize, max: usize) -> Option<usize> {
+    let slot = FORGET.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU array value from a successful lookup: valid for the
+    // program run and used only by this CPU.
+    let y = unsafe {
+        core::ptr::write_volatile(slot, x as u64);
+        core::ptr::read_volatile(slot)
+    } as usize;
+    (y <= max).then_some(y)
+}
+
+/// The body of a loop that `repeat` runs.
+pub trait Repeat {
+    /// Iteration `i`; false ends the loop.
+    fn step(&mut self, i: u32) -> bool;
+}
+
+/// Runs `body.step(i)` for i = 0, 1, .. until it returns false, at most `n`
+/// times, with `bpf_loop`: the verifier checks the body once instead of once
+/// per iteration, which a long loop with branches in it would need more
+/// instructions for than it accepts. The number of iterations run.
+#[inline(always)]
+pub fn repeat<R: Repeat>(n: u32, body: &mut R) -> Option<u32> {
+    extern "C" fn step<R: Repeat>(i: u64, ctx: *mut c_void) -> i64 {
+        // SAFETY: `ctx` is the `&mut R` that `repeat` passed to bpf_loop,
+        // which calls this with it while `repeat` waits.
+        let body = unsafe { &mut *(ctx as *mut R) };
+        if body.step(i as u32) {
+            0
+        } else {
+            1
+        }
+    }
+    // SAFETY: the callback is a function of the program taking bpf_loop's
+    // arguments; `body` outlives the call.
+    let ran = unsafe {
+        bpf_loop(
+            n,
+            step::<R> as *mut c_void,
+            body as *mut R as *mut c_void,
+            0,
+        )
+    };
+    u32::try_from(ran).ok()
 }
 
 /// The program's return code for `outcome`, counting the drop reason.

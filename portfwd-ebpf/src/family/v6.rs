@@ -11,7 +11,6 @@
 //! the next link gets "packet too big", always.
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, BPF_F_PSEUDO_HDR},
-    macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use portfwd_common::{
@@ -226,28 +225,6 @@ struct Headers {
     frag_id_be: u32,
 }
 
-/// Where `forget` puts a value.
-#[map(name = "pf_forget6")]
-static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// `x`, bounded by 0x3fff, with everything else the verifier knows about it
-/// forgotten: a value read from a map is any number. Each extension header
-/// walked gives the L4 offset another range, and the verifier would follow
-/// every combination through the rest of the program (past its million
-/// instructions); forgotten, the walks after the first header become one
-/// state. Only packets with extension headers pay for it.
-#[inline(always)]
-fn forget(x: usize) -> Option<usize> {
-    let slot = FORGET.get_ptr_mut(0)?;
-    // SAFETY: a per-CPU array value from a successful lookup: valid for the
-    // program run and used only by this CPU.
-    let y = unsafe {
-        core::ptr::write_volatile(slot, x as u64);
-        core::ptr::read_volatile(slot)
-    } as usize;
-    (y <= 0x3fff).then_some(y)
-}
-
 /// Walks at most `MAX_EXT_HEADERS` extension headers from `next`. None: not
 /// (yet) in the linear part; Some(None): a header portfwd does not walk.
 #[inline(always)]
@@ -259,6 +236,9 @@ fn walk<P: Packet>(p: &P, l3_off: usize, next: u8) -> Option<Option<Headers>> {
         later_fragment: false,
         frag_id_be: 0,
     };
+    // Each header walked gives the L4 offset another range, and the verifier
+    // would follow every combination through the rest of the program (past
+    // its million instructions): the offset is forgotten after each.
     for _ in 0..MAX_EXT_HEADERS {
         match h.next {
             NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS => {
@@ -266,7 +246,7 @@ fn walk<P: Packet>(p: &P, l3_off: usize, next: u8) -> Option<Option<Headers>> {
                 // 8), read together (see `Packet::ptr` on one-byte reads).
                 let [next, len] = p.read::<[u8; 2]>(h.l4_off)?;
                 h.next = next;
-                h.l4_off = forget(h.l4_off + (len as usize + 1) * 8)?;
+                h.l4_off = crate::pkt::forget(h.l4_off + (len as usize + 1) * 8)?;
             }
             NEXT_FRAGMENT => {
                 let [next, _] = p.read::<[u8; 2]>(h.l4_off)?;
@@ -275,7 +255,7 @@ fn walk<P: Packet>(p: &P, l3_off: usize, next: u8) -> Option<Option<Headers>> {
                 h.fragment = word & (FRAG_OFFSET_MASK | FRAG_MORE) != 0;
                 h.later_fragment = word & FRAG_OFFSET_MASK != 0;
                 h.next = next;
-                h.l4_off = forget(h.l4_off + 8)?;
+                h.l4_off = crate::pkt::forget(h.l4_off + 8)?;
             }
             _ => return Some(Some(h)),
         }
