@@ -245,6 +245,75 @@ fn large_udp_datagrams_are_echoed_whole() {
     drop(echo);
 }
 
+/// Large UDP datagrams through the 1400-MTU uplink, both ways: the client's
+/// arrive cut by the router; the container's replies leave it in 1500-byte
+/// fragments that portfwd must cut again to fit the uplink (no DF: the
+/// kernel's forwarding path would fragment them), as the kernel's NAT on the
+/// same topology does.
+#[test]
+fn large_udp_datagrams_cross_an_uplink_smaller_than_the_bridge() {
+    require_privileges!();
+    let net = SmallUplink::new("bigup");
+    let container = &net.topo.containers[0].name;
+    let echo = udp_echo(container, 53, 40);
+    net.topo
+        .attach_with(&["5353=172.30.0.10:53/udp"], &["--external", "h1"]);
+    net.topo.host.sysctl("net.ipv4.ip_forward", "1");
+    let out = net.topo.host.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-p",
+        "udp",
+        "--dport",
+        "9053",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "172.30.0.10:53",
+    ]);
+    assert!(
+        out.status.success(),
+        "iptables: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sizes = [100usize, 4000, 4000, 4000, 1473, 2961, 8000, 20_000];
+    let mut whole = [0usize; 2];
+    let mut lost = Vec::new();
+    for (k, port) in [5353u16, 9053].into_iter().enumerate() {
+        // A socket of its own for each path: with one source port for both,
+        // portfwd's flow would be the one the iptables path's replies match.
+        let sock = in_netns(&net.far.name, || UdpSocket::bind(("0.0.0.0", 0)).unwrap());
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let target = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 1), port);
+        for (i, &len) in sizes.iter().enumerate() {
+            let msg = pattern(i as u64 + 7, len);
+            sock.send_to(&msg, target).expect("send");
+            let mut buf = vec![0u8; 65_536];
+            match sock.recv_from(&mut buf) {
+                Ok((n, from))
+                    if buf[..n] == msg[..] && from == std::net::SocketAddr::V4(target) =>
+                {
+                    whole[k] += 1
+                }
+                other => lost.push(format!("port {port}, {len} bytes: {other:?}")),
+            }
+        }
+    }
+    assert_eq!(
+        whole,
+        [sizes.len(); 2],
+        "datagrams echoed whole through the 1400-MTU uplink: [portfwd, iptables DNAT]; not: {lost:?}"
+    );
+    assert!(
+        counter(&net.topo, "fragmented") >= 1,
+        "the container's fragments must have been cut to fit the uplink"
+    );
+    drop(echo);
+}
+
 /// The fragments of a UDP datagram, sent last first from a raw socket in
 /// the client namespace: the container still receives the datagram whole.
 #[test]

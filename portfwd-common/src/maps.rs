@@ -55,6 +55,9 @@ pub const MAP_FRAG4: &str = "pf_frag4";
 pub const MAP_FRAG_QUEUE4: &str = "pf_fragq4";
 /// Per-CPU token bucket for the ICMP errors portfwd itself sends.
 pub const MAP_ICMP_RATE: &str = "pf_icmprl";
+/// Not pinned: room to cut a datagram into fragments, one entry per
+/// possible CPU (the loader sizes it).
+pub const MAP_CUT4: &str = "pf_cut4";
 
 /// One map of the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -212,3 +212,146 @@ fn fragmentation_needed_is_rate_limited() {
         assert_eq!(dp.counter("drop_too_big"), limited, "counter drop_too_big");
     });
 }
+
+/// Runs `f` over a datapath in a namespace whose small link leads to the
+/// client (a route and a known neighbour), after a query from the client
+/// over it to the published DNS port, so that a reply has a flow to follow.
+fn after_a_query_over_the_small_link(
+    tag: &str,
+    test: &'static str,
+    f: impl FnOnce(&mut Datapath, std::net::SocketAddrV4) + Send + 'static,
+) {
+    if datapath(test).is_none() {
+        return;
+    }
+    let (ns, small) = small_link(tag);
+    ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "small"]);
+    ns.ip(&["route", "add", "default", "via", "10.9.0.2", "dev", "small"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.9.0.2",
+        "lladdr",
+        "02:00:00:00:09:02",
+        "dev",
+        "small",
+    ]);
+    common::in_netns(&ns.name, move || {
+        let mut dp = standard(test).expect("a datapath");
+        let client = ep(CLIENT, 43_200);
+        let run = dp.run_on(
+            portfwd_common::PROG_EXTERNAL_INGRESS,
+            &udp(client, ep(HOST, 5353), b"query"),
+            small,
+        );
+        assert_eq!(run.verdict, TC_ACT_REDIRECT, "the query");
+        f(&mut dp, client);
+    });
+}
+
+/// The container's UDP reply of `len` bytes of payload to `client`, no DF.
+fn big_reply(client: std::net::SocketAddrV4, len: usize) -> Vec<u8> {
+    let container = ep(DNS_CONTAINER, 53);
+    udp_with(
+        &Ip::new(*container.ip(), *client.ip(), portfwd_common::PROTO_UDP).id(0x4242),
+        container.port(),
+        client.port(),
+        &vec![0x6b; len],
+    )
+}
+
+/// `run` left the last piece of a cut: to the route's neighbour, from the
+/// published address, the bytes of `l3` from `offset` on, MF if `more`.
+fn assert_last_piece(run: &Run, l3: &[u8], offset: usize, more: bool) {
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "its last piece goes out");
+    let out = &run.out;
+    assert_eq!(&out[..6], &[2, 0, 0, 0, 9, 2], "to the route's neighbour");
+    assert_eq!(ip_addr(out, 12), HOST, "reverse-NATed source");
+    assert_eq!(
+        ip_total_len(out),
+        20 + l3.len() - offset,
+        "the last piece's length"
+    );
+    let word = u16::from_be_bytes([out[ETH_HLEN + 6], out[ETH_HLEN + 7]]);
+    let mf = if more { IP_MF } else { 0 };
+    assert_eq!(
+        word,
+        mf | ((offset - 20) / 8) as u16,
+        "offset {} (MF {more})",
+        offset - 20
+    );
+    assert!(ip_csum_ok(out), "the piece's header checksum");
+    assert_eq!(
+        &out[ETH_HLEN + 20..],
+        &l3[offset..],
+        "the piece's bytes are the datagram's last ones"
+    );
+}
+
+/// A container's reply that its kernel already cut into fragments (no DF)
+/// and whose first fragment is too big for the client's link is cut again,
+/// as the kernel's forwarding path would, not answered.
+#[test]
+fn a_replys_fragment_too_big_for_the_clients_link_is_cut_again() {
+    const TEST: &str = "a_replys_fragment_too_big_for_the_clients_link_is_cut_again";
+    after_a_query_over_the_small_link("mtu-cut", TEST, |dp, client| {
+        // The container's kernel cut at 1500: a first fragment of 1480
+        // bytes of payload.
+        let first = &fragments(&big_reply(client, 3000), &[1480])[0];
+        let run = dp.br(first);
+        assert_eq!(
+            dp.counter("icmp_frag_needed_sent"),
+            0,
+            "no error for a fragment without DF"
+        );
+        assert_eq!(dp.counter("fragmented"), 1, "the fragment was cut");
+        // The pieces before it went out as copies; the last is what the
+        // program leaves: the fragment's bytes after 1376 (the most that
+        // fits 1400 in multiples of 8), MF kept (the datagram goes on).
+        let mut rnat = l3(first).to_vec();
+        rnat[12..16].copy_from_slice(&HOST.octets());
+        assert_last_piece(&run, &rnat, 20 + 1376, true);
+    });
+}
+
+/// A whole datagram without DF too big for the client's link (on a Docker
+/// host, typically the container's fragments that bridge netfilter put back
+/// together) is cut when its checksum verifies: into pieces of 1376 bytes,
+/// the last one without MF.
+#[test]
+fn a_whole_reply_too_big_for_the_clients_link_is_cut() {
+    const TEST: &str = "a_whole_reply_too_big_for_the_clients_link_is_cut";
+    after_a_query_over_the_small_link("mtu-whole", TEST, |dp, client| {
+        let whole = big_reply(client, 3000);
+        let run = dp.br(&whole);
+        assert_eq!(dp.counter("fragmented"), 1, "the datagram was cut");
+        assert_eq!(dp.counter("icmp_frag_needed_sent"), 0, "no error");
+        // 8 + 3000 bytes of UDP: 1376 + 1376 + 256, the last from the
+        // payload (the program rewrote the source address and the UDP
+        // checksum, both before it).
+        let mut rnat = l3(&whole).to_vec();
+        rnat[12..16].copy_from_slice(&HOST.octets());
+        assert_last_piece(&run, &rnat, 20 + 2752, false);
+    });
+}
+
+/// A whole datagram whose checksum does not verify may be one an offload is
+/// still to fill in; cut, its pieces would keep it unfilled. It is answered
+/// like a datagram with DF instead, and nothing is cut.
+#[test]
+fn a_whole_reply_with_a_bad_checksum_is_not_cut() {
+    const TEST: &str = "a_whole_reply_with_a_bad_checksum_is_not_cut";
+    after_a_query_over_the_small_link("mtu-badsum", TEST, |dp, client| {
+        let mut whole = big_reply(client, 3000);
+        let at = ETH_HLEN + 20 + 6;
+        whole[at] ^= 0x55;
+        let run = dp.br(&whole);
+        assert_eq!(dp.counter("fragmented"), 0, "nothing was cut");
+        assert_eq!(
+            dp.counter("icmp_frag_needed_sent"),
+            1,
+            "fragmentation needed sent"
+        );
+        assert_frag_needed("the bad datagram", &run, &whole, HOST, SMALL_MTU);
+    });
+}

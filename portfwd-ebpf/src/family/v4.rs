@@ -1,8 +1,12 @@
 //! IPv4.
+use core::marker::PhantomData;
+
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, bpf_sock_tuple, BPF_FIB_LOOKUP_OUTPUT, BPF_F_PSEUDO_HDR},
+    cty::c_void,
+    helpers::bpf_get_smp_processor_id,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use portfwd_common::{stat, Backend, CtEntry, CtKey, MapKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, V4};
 
@@ -354,21 +358,37 @@ fn words(buf: &[u8; TOO_BIG_HDRS], from: usize, to: usize, mut s: Sum) -> Sum {
     s
 }
 
-/// The longest L3 payload `cut` cuts (jumbo frames).
-const CUT_MAX: usize = 8192;
+/// The longest L3 payload `cut` cuts: any IPv4 datagram's.
+const CUT_MAX: usize = 65_516;
+/// The longest piece's payload (an MTU of 9216 and a bit: jumbo frames).
+const PIECE_MAX: usize = 9216;
 /// The most fragments one packet is cut into.
-const CUT_PIECES: usize = 8;
+const CUT_PIECES: usize = 64;
 
-/// A packet's header and payload after its first piece while `cut` cuts it
-/// (twice the room it takes: see `Packet::store_from_at`).
+/// A packet's header and L4 bytes while `cut` cuts it (room for a piece
+/// past the last byte: see `Packet::store_from_at`).
 #[repr(C)]
 pub struct CutBuf {
     hdr: [u8; 60],
-    data: [u8; 2 * CUT_MAX],
+    data: [u8; CUT_MAX + PIECE_MAX],
 }
 
+/// One `CutBuf` per CPU, indexed by CPU number: too big for a per-CPU map's
+/// value. Userspace sizes it to the possible CPUs when it loads the object.
 #[map(name = "pf_cut4")]
-static CUT_BUF: PerCpuArray<CutBuf> = PerCpuArray::with_max_entries(1, 0);
+static CUT_BUF: Array<CutBuf> = Array::with_max_entries(1, 0);
+
+/// This CPU's `CutBuf`.
+#[inline(always)]
+fn cut_buf() -> Option<&'static mut CutBuf> {
+    // SAFETY: bpf_get_smp_processor_id has no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let buf = CUT_BUF.get_ptr_mut(cpu)?;
+    // SAFETY: an array value from a successful lookup, valid for the program
+    // run; TC programs run with migration disabled, so no other program
+    // uses this CPU's value meanwhile.
+    Some(unsafe { &mut *buf })
+}
 
 #[inline(always)]
 fn can_cut<P: Packet>(p: &P, mtu: u32) -> Option<bool> {
@@ -378,20 +398,31 @@ fn can_cut<P: Packet>(p: &P, mtu: u32) -> Option<bool> {
     let h = header(p, ETH_HLEN)??;
     let payload = h.l3_len as usize - h.ihl;
     let chunk = (mtu as usize).saturating_sub(h.ihl) & !7;
-    if payload > CUT_MAX || chunk == 0 || payload > chunk * CUT_PIECES {
+    if payload > CUT_MAX || chunk == 0 || chunk > PIECE_MAX || payload > chunk * CUT_PIECES {
         return Some(false);
     }
     if h.frag & IP_MF_OFFSET_MASK != 0 {
         // Already a fragment: its sender made the checksum whole.
         return Some(true);
     }
-    // A whole datagram's L4 checksum may be one an offload was to fill in
-    // (CHECKSUM_PARTIAL, which BPF cannot see), and the fragments would keep
-    // it unfilled; checking it would mean summing up to CUT_MAX bytes, more
-    // than the verifier accepts. Only a UDP datagram without a checksum is
-    // cut; other whole datagrams without DF are answered like those with it.
     let l4 = ETH_HLEN + h.ihl;
-    Some(h.proto == PROTO_UDP && p.read::<u16>(l4 + UDP_CSUM_OFF)? == 0)
+    if h.proto == PROTO_UDP && p.read::<u16>(l4 + UDP_CSUM_OFF)? == 0 {
+        return Some(true);
+    }
+    // A whole datagram: on the bridge, typically one its sender fragmented
+    // and the host's bridge netfilter reassembled (Docker turns it on), which
+    // the kernel's forwarding would fragment again. Its L4 checksum may
+    // instead be one an offload is still to fill in (CHECKSUM_PARTIAL, which
+    // BPF cannot see), which its fragments would keep unfilled: it is cut
+    // only if its checksum verifies, summed here from a copy.
+    let buf = cut_buf()?;
+    p.load_into(l4, &mut buf.data, payload).ok()?;
+    let pseudo = Sum::default()
+        .add_addr(h.saddr_be)
+        .add_addr(h.daddr_be)
+        .add16((h.proto as u16).to_be())
+        .add16((payload as u16).to_be());
+    Some(crate::csum::sum_buf(&buf.data, payload, pseudo)?.fold() == 0xffff)
 }
 
 /// Cuts the packet (its L3 payload a multiple of 8 per piece) and sends the
@@ -404,7 +435,7 @@ fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Outcome {
     let ihl = h.ihl;
     let payload = h.l3_len as usize - ihl;
     let chunk = (mtu as usize).saturating_sub(ihl) & !7;
-    if chunk == 0 || payload <= chunk || payload > CUT_MAX {
+    if chunk == 0 || chunk > PIECE_MAX || payload <= chunk || payload > CUT_MAX {
         return Err(bad);
     }
     let base = (h.frag & IP_OFFSET_MASK) as usize * 8;
@@ -417,6 +448,9 @@ fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Outcome {
     fib.ifindex = ifindex;
     fib.__bindgen_anon_3.ipv4_src = h.saddr_be;
     fib.__bindgen_anon_4.ipv4_dst = h.daddr_be;
+    // The length of a piece: without one the helper measures the packet
+    // itself against the device, and it is too big, which is why it is cut.
+    fib.__bindgen_anon_1.tot_len = (ihl + chunk) as u16;
     if !p.fib_lookup(&mut fib, BPF_FIB_LOOKUP_OUTPUT) {
         return Err(bad);
     }
@@ -425,32 +459,102 @@ fn cut<P: Packet>(p: &P, mtu: u32, ifindex: u32) -> Outcome {
     macs[6..].copy_from_slice(&fib.smac);
     p.write(0, macs)?;
 
-    let buf = CUT_BUF.get_ptr_mut(0).ok_or(bad)?;
-    // SAFETY: a per-CPU array value from a successful lookup: valid for the
-    // program run and used only by this CPU.
-    let buf = unsafe { &mut *buf };
+    let buf = cut_buf().ok_or(bad)?;
     p.load_into(ETH_HLEN, &mut buf.hdr, ihl)?;
     p.load_into(ETH_HLEN + ihl + chunk, &mut buf.data, payload - chunk)?;
 
     p.resize((ETH_HLEN + ihl + chunk) as u32)?;
     set_piece(p, ihl + chunk, base, true)?;
     p.clone_to(ifindex)?;
-    let mut done = chunk;
-    for _ in 1..CUT_PIECES {
-        let len = (payload - done).min(chunk);
-        let last = done + len >= payload;
+    let mut pieces = Pieces::<P> {
+        raw: p.raw(),
+        ifindex,
+        ihl,
+        chunk,
+        payload,
+        base,
+        more,
+        done: chunk,
+        end: None,
+        packet: PhantomData,
+    };
+    crate::pkt::repeat(CUT_PIECES as u32 - 1, &mut pieces).ok_or(bad)?;
+    match pieces.end {
+        Some(Ok(())) => {
+            stats::count(stat::FRAGMENTED);
+            p.redirect(ifindex)
+        }
+        Some(Err(drop)) => Err(drop),
+        None => Err(bad),
+    }
+}
+
+/// `cut`'s loop: each iteration sends one piece after the first, the last
+/// one left in the packet for the caller to redirect.
+struct Pieces<P> {
+    raw: *mut c_void,
+    ifindex: u32,
+    ihl: usize,
+    chunk: usize,
+    payload: usize,
+    /// The packet's own fragment offset, and whether more follow it.
+    base: usize,
+    more: bool,
+    /// The L3 payload bytes sent so far.
+    done: usize,
+    /// Set when the loop ends: the last piece is ready, or why not.
+    end: Option<Result<(), Drop>>,
+    packet: PhantomData<P>,
+}
+
+impl<P: Packet> Pieces<P> {
+    /// Makes the packet the next piece; Ok(true) once that is the last.
+    #[inline(always)]
+    fn piece(&mut self, p: &P) -> Result<bool, Drop> {
+        let bad = Drop(stat::DROP_TOO_BIG);
+        let (ihl, chunk, done) = (self.ihl, self.chunk, self.done);
+        if ihl > 60 || chunk > PIECE_MAX || done < chunk || done >= self.payload {
+            return Err(bad);
+        }
+        let buf = cut_buf().ok_or(bad)?;
+        let len = (self.payload - done).min(chunk);
+        let last = done + len >= self.payload;
         p.resize((ETH_HLEN + ihl + len) as u32)?;
         p.store_from(ETH_HLEN, &buf.hdr, ihl)?;
-        p.store_from_at(ETH_HLEN + ihl, &buf.data, done - chunk, len)?;
-        set_piece(p, ihl + len, base + done, !last || more)?;
+        p.store_from_at::<{ CUT_MAX + PIECE_MAX }, PIECE_MAX>(
+            ETH_HLEN + ihl,
+            &buf.data,
+            done - chunk,
+            len,
+        )?;
+        set_piece(p, ihl + len, self.base + done, !last || self.more)?;
         if last {
-            stats::count(stat::FRAGMENTED);
-            return p.redirect(ifindex);
+            return Ok(true);
         }
-        p.clone_to(ifindex)?;
-        done += len;
+        p.clone_to(self.ifindex)?;
+        self.done = crate::pkt::forget_below(done + len, CUT_MAX).ok_or(bad)?;
+        Ok(false)
     }
-    Err(bad)
+}
+
+impl<P: Packet> crate::pkt::Repeat for Pieces<P> {
+    #[inline(always)]
+    fn step(&mut self, _: u32) -> bool {
+        // SAFETY: `raw` is the context pointer of the packet `cut` cuts, in
+        // this program run.
+        let r = unsafe { P::with_raw(self.raw, |p| self.piece(p)) };
+        match r {
+            Ok(false) => true,
+            Ok(true) => {
+                self.end = Some(Ok(()));
+                false
+            }
+            Err(drop) => {
+                self.end = Some(Err(drop));
+                false
+            }
+        }
+    }
 }
 
 /// Makes the IPv4 header at the start of the packet that of a piece of

@@ -8,9 +8,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use portfwd_common::{
-    GLOBAL_HOST_NETNS, LAYOUT_VERSION, MAPS, MAP_META, META_LAYOUT, META_NETNS_INO, PROG_BIND4,
-    PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4, PROG_RECVMSG4,
-    PROG_SENDMSG4,
+    GLOBAL_HOST_NETNS, LAYOUT_VERSION, MAPS, MAP_CUT4, MAP_META, META_LAYOUT, META_NETNS_INO,
+    PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4,
+    PROG_RECVMSG4, PROG_SENDMSG4,
 };
 
 use crate::{
@@ -35,6 +35,8 @@ pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
     let host_netns = crate::host::netns::cookie()?;
     let mut loader = EbpfLoader::new();
     loader.override_global(GLOBAL_HOST_NETNS, &host_netns, true);
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::ebpf(what.to_string(), e))?;
+    loader.map_max_entries(MAP_CUT4, cpus as u32);
     let pins: Vec<_> = match state {
         Some(s) => MAPS.iter().map(|m| (m.name, s.map_pin(m.name))).collect(),
         None => Vec::new(),
