@@ -300,12 +300,22 @@ pub fn rebuild_slots(maps: &mut Maps) -> Result<()> {
             *w |= 1 << (t.stats_slot % 64);
         }
     }
-    for (w, value) in wanted.into_iter().enumerate() {
-        let w = w as u32;
-        if maps.slots.get(&w, 0).unwrap_or(0) != value {
-            maps.slots
-                .set(w, value, 0)
-                .map_err(|e| Error::ebpf("updating pf_slots", e))?;
+    write_words(&mut maps.slots, wanted, "pf_slots")
+}
+
+/// Makes the bitmap `array` hold `wanted`, writing only the words that
+/// differ.
+fn write_words(
+    array: &mut aya::maps::Array<aya::maps::MapData, u64>,
+    wanted: Vec<u64>,
+    name: &str,
+) -> Result<()> {
+    for (word, value) in wanted.into_iter().enumerate() {
+        let word = word as u32;
+        if array.get(&word, 0).unwrap_or(0) != value {
+            array
+                .set(word, value, 0)
+                .map_err(|e| Error::ebpf(format!("updating {name}"), e))?;
         }
     }
     Ok(())
@@ -482,15 +492,7 @@ pub fn rebuild_hot(maps: &mut Maps) -> Result<()> {
     let now = crate::ops::monotonic_ns();
     want_hot::<V4>(maps, now, &mut wanted);
     want_hot::<V6>(maps, now, &mut wanted);
-    for (word, value) in wanted.into_iter().enumerate() {
-        let word = word as u32;
-        if maps.hot.get(&word, 0).unwrap_or(0) != value {
-            maps.hot
-                .set(word, value, 0)
-                .map_err(|e| Error::ebpf("updating pf_hot", e))?;
-        }
-    }
-    Ok(())
+    write_words(&mut maps.hot, wanted, "pf_hot")
 }
 
 /// Sets in `wanted` the hot bits family `A`'s mappings and live flows need.
