@@ -8,7 +8,7 @@ mod common;
 use std::{
     io::Read as _,
     net::{IpAddr, SocketAddr, UdpSocket},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::*;
@@ -83,12 +83,7 @@ fn remote_clients_of_each_family_keep_their_address() {
             "{what}: the container must see the client's own address"
         );
     }
-    // No proxy: the host namespace holds no socket for the flows.
-    assert!(
-        topo.host_sockets("all").is_empty(),
-        "host has sockets: {:?}",
-        topo.host_sockets("all")
-    );
+    topo.assert_no_proxy();
 }
 
 #[test]
@@ -240,23 +235,41 @@ fn one_port_in_both_families_reaches_each_familys_container() {
 fn a_v4_mapped_address_reaches_the_ipv4_mapping_and_no_family_is_translated() {
     require_privileges!();
     let topo = Topology::dual("fam-mapped", 1);
-    let server = http_server(&topo.containers[0].name, 80, "web", 1);
-    attach(&topo, &[Stack::V4.map(8080, 0, 80, "tcp")]);
+    let server = http_server(&topo.containers[0].name, 80, "web", 2);
+    let echo = udp_echo(&topo.containers[0].name, Stack::V4.any(), 53, 1);
+    attach(
+        &topo,
+        &[
+            Stack::V4.map(8080, 0, 80, "tcp"),
+            Stack::V4.map(5353, 0, 53, "udp"),
+        ],
+    );
+    let mapped_ext = format!("::ffff:{HOST_EXT_IP}");
     let r = hooked(
         &topo,
         &topo.host.name,
         &[
             get("::ffff:127.0.0.1", 8080),
+            get(&mapped_ext, 8080),
+            udp_ask("::ffff:127.0.0.1", 5353, true, "mapped"),
             // Published for IPv4 only: an IPv6 client is not served.
             refused("::1", 8080),
         ],
     );
-    assert_page(
-        &r[0],
-        &format!("web saw {BRIDGE_IP}"),
-        ("::ffff:127.0.0.1", 8080),
-    );
-    assert_refused(&r[1]);
+    let page = format!("web saw {BRIDGE_IP}");
+    assert_page(&r[0], &page, ("::ffff:127.0.0.1", 8080));
+    assert_page(&r[1], &page, (&mapped_ext, 8080));
+    assert_eq!(r[2]["data"], json!("echo:mapped"), "{}", r[2]);
+    for field in ["peer", "src"] {
+        assert_eq!(
+            r[2][field],
+            json!(["::ffff:127.0.0.1", 5353]),
+            "a connected dual-stack UDP socket must keep seeing the mapped address ({field}): {}",
+            r[2]
+        );
+    }
+    assert_eq!(echo.join().unwrap().len(), 1);
+    assert_refused(&r[3]);
     let remote = connect_from(&topo.client.name, HOST_EXT_IP6, 8080);
     assert_eq!(
         remote
@@ -264,10 +277,11 @@ fn a_v4_mapped_address_reaches_the_ipv4_mapping_and_no_family_is_translated() {
             .kind(),
         std::io::ErrorKind::ConnectionRefused
     );
-    assert_eq!(server.join().unwrap().len(), 1);
+    assert_eq!(server.join().unwrap().len(), 2);
     let list = ok(topo.portfwd(&["list"]), "list");
     assert!(
-        list.contains("IPv4 only: 8080/tcp") && list.contains("no NAT between IPv4 and IPv6"),
+        list.contains("IPv4 only: 5353/udp 8080/tcp")
+            && list.contains("no NAT between IPv4 and IPv6"),
         "list must say that IPv6 clients of 8080 are not served: {list}"
     );
 }
@@ -388,42 +402,13 @@ fn watch_follows_an_ipv6_address_added_later() {
     let topo = Topology::dual("fam-watch", 1);
     let server = http_server_at(&topo.containers[0].name, Stack::V6.any(), 80, "web", 1);
     attach(&topo, &[Stack::V6.map(8080, 0, 80, "tcp")]);
-    let mut watcher = std::process::Command::new(PORTFWD)
-        .args(["-n", &topo.host.name, "watch", "--timeout", "30"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start portfwd watch");
-    // Give the watcher its subscription, then add an address to the host.
-    std::thread::sleep(Duration::from_millis(300));
+    let mut watcher = topo.watch();
     topo.host
         .ip(&["-6", "addr", "add", "fd00:1::5/64", "dev", "h0", "nodad"]);
-    let new_addr: IpAddr = "fd00:1::5".parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let body = loop {
-        match http_get(&topo.client.name, new_addr, 8080) {
-            Ok(body) => break body,
-            Err(e) if Instant::now() > deadline => {
-                let _ = watcher.kill();
-                panic!("the new IPv6 host address never became published: {e}");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
+    let body = topo.client_get_soon(&mut watcher, "fd00:1::5".parse().unwrap(), 8080);
     assert_eq!(body, format!("web saw {CLIENT_IP6}"));
     server.join().unwrap();
-    ok(topo.portfwd(&["detach", "docker0"]), "detach");
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
-        if let Some(status) = watcher.try_wait().unwrap() {
-            assert!(status.success(), "watch exited with {status}");
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = watcher.kill();
-            panic!("watch did not exit after detach");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    topo.detach_ends_watch(watcher);
     assert_nothing_left(&topo.state_dir(), &topo.cgroup, "after detach");
 }
 

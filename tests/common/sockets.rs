@@ -156,7 +156,18 @@ pub fn http_server_until(
     name: &'static str,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> JoinHandle<usize> {
-    let l = tcp_listener(ns, port);
+    http_server_until_at(ns, Ipv4Addr::UNSPECIFIED.into(), port, name, stop)
+}
+
+/// `http_server_until` listening on `addr` (`::` for an IPv6 server).
+pub fn http_server_until_at(
+    ns: &str,
+    addr: IpAddr,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> JoinHandle<usize> {
+    let l = tcp_listener_at(ns, addr, port);
     std::thread::spawn(move || {
         let mut served = 0;
         let mut idle_since = Instant::now();

@@ -374,6 +374,57 @@ impl Topology {
         ok(self.portfwd(&args), &format!("portfwd {args:?}"))
     }
 
+    /// `portfwd watch --timeout 30` on the host namespace, given a moment
+    /// to subscribe before this returns.
+    pub fn watch(&self) -> std::process::Child {
+        let watcher = Command::new(PORTFWD)
+            .args(["-n", &self.host.name, "watch", "--timeout", "30"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start portfwd watch");
+        std::thread::sleep(Duration::from_millis(300));
+        watcher
+    }
+
+    /// Detaches, then waits for `watcher` to exit by itself, successfully.
+    pub fn detach_ends_watch(&self, mut watcher: std::process::Child) {
+        ok(self.portfwd(&["detach", "docker0"]), "detach");
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        loop {
+            if let Some(status) = watcher.try_wait().unwrap() {
+                assert!(status.success(), "watch exited with {status}");
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = watcher.kill();
+                panic!("watch did not exit after detach");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An HTTP GET from the client to `addr:port`, retried for 5 s (while
+    /// `watcher` publishes a new address); kills the watcher and panics if
+    /// it never succeeds.
+    pub fn client_get_soon(
+        &self,
+        watcher: &mut std::process::Child,
+        addr: IpAddr,
+        port: u16,
+    ) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match super::http_get(&self.client.name, addr, port) {
+                Ok(body) => return body,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    let _ = watcher.kill();
+                    panic!("the new host address {addr} never became published: {e}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
     /// The host namespace's portfwd state directory.
     pub fn state_dir(&self) -> std::path::PathBuf {
         in_netns(&self.host.name, || {
@@ -381,6 +432,13 @@ impl Topology {
                 .expect("netns cookie")
                 .path
         })
+    }
+
+    /// No proxy: the host namespace holds no TCP socket at all (the flows
+    /// through portfwd have none there).
+    pub fn assert_no_proxy(&self) {
+        let sockets = self.host_sockets("all");
+        assert!(sockets.is_empty(), "host has sockets: {sockets:?}");
     }
 
     /// Sockets in the host namespace in the given `ss` state filter.
