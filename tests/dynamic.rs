@@ -504,25 +504,37 @@ fn kill_9_during_a_batch_of_adds_leaves_a_consistent_table() {
 #[test]
 fn adding_a_port_a_host_process_holds_fails_unless_forced() {
     require_privileges!();
-    let topo = Topology::new("held", 1);
+    let topo = Topology::dual("held", 1);
     topo.attach(&[]);
+    for (stack, port) in [(Stack::V4, 8085), (Stack::V6, 8086)] {
+        let holder = in_netns(&topo.host.name, move || {
+            TcpListener::bind((stack.any(), port)).unwrap()
+        });
+        let spec = stack.map(port, 0, 80, "tcp");
+        let out = topo.portfwd(&["add", &spec]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {err}");
+        let pid = std::process::id().to_string();
+        assert!(
+            err.contains("in use by") && err.contains(&pid),
+            "{spec}: the error must name the process (pid {pid}): {err}"
+        );
+        assert!(
+            !list_json(&topo).iter().any(|r| r["host_port"] == port),
+            "{spec} was added"
+        );
+        ok(topo.portfwd(&["add", "--force", &spec]), "add --force");
+        drop(holder);
+    }
+    assert_eq!(list_json(&topo).len(), 2);
+    // A listener of one family does not hold the port in the other.
     let holder = in_netns(&topo.host.name, || {
-        TcpListener::bind("0.0.0.0:8085").unwrap()
+        TcpListener::bind((Stack::V4.any(), 8087)).unwrap()
     });
-    let out = topo.portfwd(&["add", "8085=172.30.0.10:80"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    let pid = std::process::id().to_string();
-    assert!(
-        err.contains("in use by") && err.contains(&pid),
-        "the error must name the process (pid {pid}): {err}"
-    );
-    assert!(list_json(&topo).is_empty());
     ok(
-        topo.portfwd(&["add", "--force", "8085=172.30.0.10:80"]),
-        "add --force",
+        topo.portfwd(&["add", &Stack::V6.map(8087, 0, 80, "tcp")]),
+        "an IPv6 mapping beside an IPv4 listener",
     );
-    assert_eq!(list_json(&topo).len(), 1);
     drop(holder);
 }
 

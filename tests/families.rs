@@ -236,7 +236,7 @@ fn a_v4_mapped_address_reaches_the_ipv4_mapping_and_no_family_is_translated() {
     require_privileges!();
     let topo = Topology::dual("fam-mapped", 1);
     let server = http_server(&topo.containers[0].name, 80, "web", 2);
-    let echo = udp_echo(&topo.containers[0].name, Stack::V4.any(), 53, 1);
+    let echo = udp_echo(&topo.containers[0].name, Stack::V4.any(), 53, 2);
     attach(
         &topo,
         &[
@@ -252,6 +252,7 @@ fn a_v4_mapped_address_reaches_the_ipv4_mapping_and_no_family_is_translated() {
             get("::ffff:127.0.0.1", 8080),
             get(&mapped_ext, 8080),
             udp_ask("::ffff:127.0.0.1", 5353, true, "mapped"),
+            udp_ask("::ffff:127.0.0.1", 5353, false, "mapped-sendto"),
             // Published for IPv4 only: an IPv6 client is not served.
             refused("::1", 8080),
         ],
@@ -268,8 +269,15 @@ fn a_v4_mapped_address_reaches_the_ipv4_mapping_and_no_family_is_translated() {
             r[2]
         );
     }
-    assert_eq!(echo.join().unwrap().len(), 1);
-    assert_refused(&r[3]);
+    assert_eq!(r[3]["data"], json!("echo:mapped-sendto"), "{}", r[3]);
+    assert_eq!(
+        r[3]["src"],
+        json!(["::ffff:127.0.0.1", 5353]),
+        "sendto from a dual-stack socket to a mapped address: {}",
+        r[3]
+    );
+    assert_eq!(echo.join().unwrap().len(), 2);
+    assert_refused(&r[4]);
     let remote = connect_from(&topo.client.name, HOST_EXT_IP6, 8080);
     assert_eq!(
         remote
