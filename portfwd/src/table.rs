@@ -7,8 +7,9 @@
 //! - each mapping is one hash-map element, written by one syscall: the
 //!   datapath sees it whole or not at all;
 //! - the per-mapping counters entry is created before the mapping and removed
-//!   after it; `pf_ports` (derived data for bind4) is rebuilt from the table by
-//!   every command, so an interrupted command leaves nothing stale for long.
+//!   after it; `pf_ports` (derived data for bind4 and bind6) is rebuilt from
+//!   the table by every command, so an interrupted command leaves nothing
+//!   stale for long.
 //!
 //! Each family has its own mapping and conntrack maps; the code that touches
 //! them is written once over `family::Family` and run for both, each run
