@@ -120,6 +120,63 @@ fn bad_input_exits_2_and_changes_nothing() {
             "not attached",
             "detach before attach",
         ),
+        (
+            &["attach", "docker0", "--map", "[fd00::1]:80=172.30.0.10:80"],
+            "no NAT between IPv4 and IPv6",
+            "an IPv6 host side with an IPv4 container",
+        ),
+        (
+            &["attach", "docker0", "--map", "10.0.1.1:80=[fd00:30::10]:80"],
+            "no NAT between IPv4 and IPv6",
+            "an IPv4 host side with an IPv6 container",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=fd00:30::10:80"],
+            "write it in brackets",
+            "IPv6 container address without brackets",
+        ),
+        (
+            &["attach", "docker0", "--map", "::1:80=[fd00:30::10]:80"],
+            "write it in brackets",
+            "IPv6 host address without brackets",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=[fd00:30::zz]:80"],
+            "'fd00:30::zz' is not an IPv6 address",
+            "malformed IPv6 address",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=[172.30.0.10]:80"],
+            "not an IPv6 address",
+            "IPv4 address in brackets",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=[fd00:30::10]"],
+            "followed by :PORT",
+            "IPv6 container without a port",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=[::1]:80"],
+            "::1 is a loopback address",
+            "IPv6 loopback container address",
+        ),
+        (
+            &["attach", "docker0", "--map", "80=[fe80::2]:80"],
+            "fe80::2 cannot be a container address",
+            "link-local container address",
+        ),
+        (
+            &[
+                "attach",
+                "docker0",
+                "--map",
+                "80=[fd00:30::10]:80",
+                "--map",
+                "[::1]:80=[fd00:30::11]:80",
+            ],
+            "[::1]:80/tcp is given twice",
+            "IPv6 wildcard and a specific IPv6 address on one port",
+        ),
     ];
     let before = snapshot(&topo);
     assert!(
@@ -159,6 +216,16 @@ fn bad_input_exits_2_and_changes_nothing() {
             &["add", "8090=172.30.0.10:80", "8089=127.0.0.1:80"],
             "127.0.0.1 is a loopback address",
             "a loopback container address among good ones",
+        ),
+        (
+            &["add", "8091=[fd00:30::10]:80", "[::]:8092=172.30.0.10:80"],
+            "no NAT",
+            "a mixed-family SPEC among good ones",
+        ),
+        (
+            &["del", "[::]:8080"],
+            "[::]:8080/tcp is not published",
+            "del of the IPv6 side of an IPv4-only port",
         ),
     ];
     for (args, needle, what) in conflicting {

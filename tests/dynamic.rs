@@ -94,13 +94,19 @@ fn paused_sender(
 #[test]
 fn del_drains_established_flows_and_refuses_new_ones() {
     require_privileges!();
-    let topo = Topology::new("drain", 1);
-    let listener = tcp_listener(&topo.containers[0].name, 80);
-    topo.attach(&["8080=172.30.0.10:80"]);
+    let topo = Topology::dual("drain", 1);
+    for stack in Stack::BOTH {
+        drain(&topo, stack);
+    }
+}
+
+fn drain(topo: &Topology, stack: Stack) {
+    let listener = tcp_listener_at(&topo.containers[0].name, stack.any(), 80);
+    topo.attach(&[&stack.map(8080, 0, 80, "tcp")]);
     let (first, rest) = (1 << 20, 8 << 20);
     let (go, wait) = mpsc::channel();
     let server = paused_sender(listener, first, rest, wait);
-    let mut c = connect_from(&topo.client.name, HOST_EXT_IP, 8080).unwrap();
+    let mut c = connect_from(&topo.client.name, stack.host_ext(), 8080).unwrap();
     let mut got = vec![0u8; first];
     c.read_exact(&mut got).unwrap();
 
@@ -118,14 +124,15 @@ fn del_drains_established_flows_and_refuses_new_ones() {
         "drained data corrupted"
     );
 
-    let err = connect_from(&topo.client.name, HOST_EXT_IP, 8080)
+    let err = connect_from(&topo.client.name, stack.host_ext(), 8080)
         .expect_err("new connections must not be forwarded");
     assert_eq!(
         err.kind(),
         std::io::ErrorKind::ConnectionRefused,
-        "expected the host's RST, got {err}"
+        "{}: expected the host's RST, got {err}",
+        stack.name()
     );
-    assert!(list_json(&topo).is_empty());
+    assert!(list_json(topo).is_empty());
 }
 
 #[test]
@@ -143,14 +150,24 @@ fn del_kill_ends_hairpin_flows_on_both_ends() {
 }
 
 fn kill_ends_both_ends(tag: &str, hairpin: bool) {
-    let topo = Topology::new(tag, 2);
+    let topo = Topology::dual(tag, 2);
+    for stack in Stack::BOTH {
+        kill_in(&topo, stack, hairpin);
+    }
+}
+
+fn kill_in(topo: &Topology, stack: Stack, hairpin: bool) {
     let (client_ns, addr, client_ip) = if hairpin {
-        (topo.containers[1].name.clone(), BRIDGE_IP, container_ip(1))
+        (
+            topo.containers[1].name.clone(),
+            stack.bridge(),
+            stack.container(1),
+        )
     } else {
-        (topo.client.name.clone(), HOST_EXT_IP, CLIENT_IP)
+        (topo.client.name.clone(), stack.host_ext(), stack.client())
     };
-    let listener = tcp_listener(&topo.containers[0].name, 80);
-    topo.attach(&["8080=172.30.0.10:80"]);
+    let listener = tcp_listener_at(&topo.containers[0].name, stack.any(), 80);
+    topo.attach(&[&stack.map(8080, 0, 80, "tcp")]);
     let (first, rest) = (1 << 20, 64 << 20);
     let (go, wait) = mpsc::channel();
     let server = paused_sender(listener, first, rest, wait);
@@ -160,19 +177,18 @@ fn kill_ends_both_ends(tag: &str, hairpin: bool) {
     c.read_exact(&mut got).unwrap();
     let flows = ok(topo.portfwd(&["flows", "--json"]), "flows");
     let flows: Vec<serde_json::Value> = serde_json::from_str(&flows).unwrap();
-    assert_eq!(flows.len(), 1, "{flows:#?}");
+    // Only this family's: the other family's killed flow may linger.
+    let client = format!("{}:", Stack::spec(client_ip));
+    let flows: Vec<_> = flows
+        .into_iter()
+        .filter(|f| f["client"].as_str().unwrap().starts_with(&client))
+        .collect();
+    assert_eq!(flows.len(), 1, "one flow from {client}: {flows:#?}");
     assert_eq!(flows[0]["state"], "established");
-    assert!(
-        flows[0]["client"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{client_ip}:")),
-        "{flows:#?}"
-    );
     if hairpin {
         let seen = flows[0]["container_sees"].as_str().unwrap_or_default();
         assert!(
-            seen.starts_with(&format!("{BRIDGE_IP}:")),
+            seen.starts_with(&format!("{}:", Stack::spec(stack.bridge()))),
             "hairpin source: {flows:#?}"
         );
     } else {
@@ -212,29 +228,46 @@ fn kill_ends_both_ends(tag: &str, hairpin: bool) {
 #[test]
 fn replace_under_load_has_zero_failures() {
     require_privileges!();
-    let topo = Topology::new("replace", 2);
+    let topo = Topology::dual("replace", 2);
+    for stack in Stack::BOTH {
+        replace_under_load(&topo, stack);
+    }
+}
+
+fn replace_under_load(topo: &Topology, stack: Stack) {
     let stop = Arc::new(AtomicBool::new(false));
-    let a = http_server_until(&topo.containers[0].name, 80, "A", stop.clone());
-    let b = http_server_until(&topo.containers[1].name, 80, "B", stop.clone());
-    topo.attach(&["8080=172.30.0.10:80"]);
+    let serve = |i: usize, name| {
+        http_server_until_at(
+            &topo.containers[i].name,
+            stack.any(),
+            80,
+            name,
+            stop.clone(),
+        )
+    };
+    let (a, b) = (serve(0, "A"), serve(1, "B"));
+    topo.attach(&[&stack.map(8080, 0, 80, "tcp")]);
     const N: usize = 300;
     let client = {
         let ns = topo.client.name.clone();
+        let to = stack.host_ext();
         std::thread::spawn(move || {
             (0..N)
-                .map(|_| http_get(&ns, HOST_EXT_IP, 8080).map_err(|e| e.to_string()))
+                .map(|_| http_get(&ns, to, 8080).map_err(|e| e.to_string()))
                 .collect::<Vec<_>>()
         })
     };
     std::thread::sleep(Duration::from_millis(300));
     ok(
-        topo.portfwd(&["add", "--replace", "8080=172.30.0.11:80"]),
+        topo.portfwd(&["add", "--replace", &stack.map(8080, 1, 80, "tcp")]),
         "add --replace",
     );
     let results = client.join().unwrap();
     assert_eq!(
-        http_get(&topo.client.name, HOST_EXT_IP, 8080).unwrap(),
-        format!("B saw {CLIENT_IP}")
+        http_get(&topo.client.name, stack.host_ext(), 8080).unwrap(),
+        format!("B saw {}", stack.client()),
+        "{}: the replaced mapping serves new connections",
+        stack.name()
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let failures: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
@@ -471,25 +504,37 @@ fn kill_9_during_a_batch_of_adds_leaves_a_consistent_table() {
 #[test]
 fn adding_a_port_a_host_process_holds_fails_unless_forced() {
     require_privileges!();
-    let topo = Topology::new("held", 1);
+    let topo = Topology::dual("held", 1);
     topo.attach(&[]);
+    for (stack, port) in [(Stack::V4, 8085), (Stack::V6, 8086)] {
+        let holder = in_netns(&topo.host.name, move || {
+            TcpListener::bind((stack.any(), port)).unwrap()
+        });
+        let spec = stack.map(port, 0, 80, "tcp");
+        let out = topo.portfwd(&["add", &spec]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {err}");
+        let pid = std::process::id().to_string();
+        assert!(
+            err.contains("in use by") && err.contains(&pid),
+            "{spec}: the error must name the process (pid {pid}): {err}"
+        );
+        assert!(
+            !list_json(&topo).iter().any(|r| r["host_port"] == port),
+            "{spec} was added"
+        );
+        ok(topo.portfwd(&["add", "--force", &spec]), "add --force");
+        drop(holder);
+    }
+    assert_eq!(list_json(&topo).len(), 2);
+    // A listener of one family does not hold the port in the other.
     let holder = in_netns(&topo.host.name, || {
-        TcpListener::bind("0.0.0.0:8085").unwrap()
+        TcpListener::bind((Stack::V4.any(), 8087)).unwrap()
     });
-    let out = topo.portfwd(&["add", "8085=172.30.0.10:80"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    let pid = std::process::id().to_string();
-    assert!(
-        err.contains("in use by") && err.contains(&pid),
-        "the error must name the process (pid {pid}): {err}"
-    );
-    assert!(list_json(&topo).is_empty());
     ok(
-        topo.portfwd(&["add", "--force", "8085=172.30.0.10:80"]),
-        "add --force",
+        topo.portfwd(&["add", &Stack::V6.map(8087, 0, 80, "tcp")]),
+        "an IPv6 mapping beside an IPv4 listener",
     );
-    assert_eq!(list_json(&topo).len(), 1);
     drop(holder);
 }
 

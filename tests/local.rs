@@ -6,41 +6,13 @@ mod common;
 
 use std::{
     io::Write,
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
     sync::{atomic::AtomicBool, Arc},
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::*;
 use serde_json::json;
-
-/// A UDP server in namespace `ns` answering each datagram with "echo:" and
-/// the payload, for up to `max` datagrams (or until nothing came for 15 s).
-/// Returns the peers it answered.
-fn udp_echo(ns: &str, port: u16, max: usize) -> JoinHandle<Vec<SocketAddr>> {
-    let sock = in_netns(ns, move || {
-        UdpSocket::bind(("0.0.0.0", port)).expect("bind the UDP echo server")
-    });
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut peers = Vec::new();
-        let mut buf = [0u8; 2048];
-        let mut idle_since = Instant::now();
-        while peers.len() < max && idle_since.elapsed() < Duration::from_secs(15) {
-            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            idle_since = Instant::now();
-            let mut reply = b"echo:".to_vec();
-            reply.extend_from_slice(&buf[..n]);
-            sock.send_to(&reply, peer).expect("echo");
-            peers.push(peer);
-        }
-        peers
-    })
-}
 
 #[test]
 fn host_process_reaches_container_via_loopback_and_host_addresses() {
@@ -102,7 +74,7 @@ fn host_process_reaches_container_via_loopback_and_host_addresses() {
 fn host_udp_via_loopback_replies_come_from_the_address_used() {
     require_privileges!();
     let topo = Topology::new("lo-udp", 1);
-    let echo = udp_echo(&topo.containers[0].name, 53, 3);
+    let echo = udp_echo(&topo.containers[0].name, Stack::V4.any(), 53, 3);
     topo.attach(&["5353=172.30.0.10:53/udp"]);
 
     let ext = HOST_EXT_IP.to_string();
@@ -175,7 +147,7 @@ fn hairpin_from_another_container_and_from_the_container_itself() {
     let topo = Topology::new("hairpin", 2);
     let server = http_server(&topo.containers[0].name, 80, "web", 4);
     topo.attach(&["8080=172.30.0.10:80", "5353=172.30.0.10:53/udp"]);
-    let echo = udp_echo(&topo.containers[0].name, 53, 1);
+    let echo = udp_echo(&topo.containers[0].name, Stack::V4.any(), 53, 1);
 
     // Hooked processes, so that the test also shows the socket hooks leave
     // containers alone: the bridge's TC program does the hairpin, DNAT to

@@ -33,12 +33,7 @@ fn http_through_mapping_preserves_client_ip() {
     let peers = server.join().unwrap();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].ip(), std::net::IpAddr::V4(CLIENT_IP));
-    // No proxy: the host namespace holds no socket for the flow.
-    assert!(
-        topo.host_sockets("all").is_empty(),
-        "host has sockets: {:?}",
-        topo.host_sockets("all")
-    );
+    topo.assert_no_proxy();
 }
 
 #[test]
@@ -469,42 +464,13 @@ fn watch_follows_new_host_addresses_and_exits_on_detach() {
     let topo = Topology::new("watch", 1);
     let server = http_server(&topo.containers[0].name, 80, "web", 1);
     topo.attach(&["8080=172.30.0.10:80"]);
-    let mut watcher = std::process::Command::new(PORTFWD)
-        .args(["-n", &topo.host.name, "watch", "--timeout", "30"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start portfwd watch");
-    // Give the watcher its subscription, then add an address to the host.
-    std::thread::sleep(Duration::from_millis(300));
+    let mut watcher = topo.watch();
     topo.host.ip(&["addr", "add", "10.0.1.5/24", "dev", "h0"]);
     let new_addr = std::net::Ipv4Addr::new(10, 0, 1, 5);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let body = loop {
-        match http_get(&topo.client.name, new_addr, 8080) {
-            Ok(body) => break body,
-            Err(e) if Instant::now() > deadline => {
-                let _ = watcher.kill();
-                panic!("the new host address never became published: {e}");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
+    let body = topo.client_get_soon(&mut watcher, new_addr.into(), 8080);
     assert_eq!(body, format!("web saw {CLIENT_IP}"));
     server.join().unwrap();
-
-    ok(topo.portfwd(&["detach", "docker0"]), "detach");
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
-        if let Some(status) = watcher.try_wait().unwrap() {
-            assert!(status.success(), "watch exited with {status}");
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = watcher.kill();
-            panic!("watch did not exit after detach");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    topo.detach_ends_watch(watcher);
 }
 
 #[test]

@@ -38,6 +38,11 @@ pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 pub const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
 pub const BPF_CGROUP_UDP4_RECVMSG: u32 = 19;
 pub const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
+pub const BPF_CGROUP_INET6_BIND: u32 = 9;
+pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+pub const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
+pub const BPF_CGROUP_UDP6_RECVMSG: u32 = 20;
+pub const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 
 /// `union bpf_attr`, zeroed: its full size in 6.x (144 bytes), large enough
 /// for every command here; the kernel wants every byte it does not know to

@@ -1,5 +1,6 @@
-//! Container names in SPECs (`8080=web:80`): the container's IPv4 address,
-//! asked of the Docker Engine API on its unix socket.
+//! Container names in SPECs (`8080=web:80`): the container's addresses (IPv4
+//! and, on an `--ipv6` network, IPv6), asked of the Docker Engine API on its
+//! unix socket.
 //!
 //! Everything here runs on a tokio current-thread runtime, which starts no
 //! thread: the caller may have entered a network namespace with setns (it
@@ -7,7 +8,7 @@
 //! the network namespace does not affect.
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -34,8 +35,8 @@ pub enum Error {
     NoSuchContainer(String),
     #[error("container {0} is not running")]
     NotRunning(String),
-    #[error("container {0} has no IPv4 address")]
-    NoIpv4(String),
+    #[error("container {0} has no IP address")]
+    NoAddress(String),
     #[error("the Docker engine failed to inspect {what}: {why}")]
     Engine { what: String, why: String },
 }
@@ -84,11 +85,11 @@ impl Engine {
         })
     }
 
-    /// The IPv4 address of the running container `name` (a name or an id).
-    /// A container on several networks: its address on the network whose
-    /// bridge interface is one of `bridges`, else the first one by network
-    /// name.
-    pub fn container_ipv4(&self, name: &str, bridges: &[String]) -> Result<Ipv4Addr> {
+    /// The addresses of the running container `name` (a name or an id) on
+    /// one network: its IPv4 address, then its IPv6 one, whichever it has.
+    /// A container on several networks: the network whose bridge interface
+    /// is one of `bridges`, else the first one by network name.
+    pub fn container_addresses(&self, name: &str, bridges: &[String]) -> Result<Vec<IpAddr>> {
         let info = self
             .runtime
             .block_on(self.docker.inspect_container(name, None))
@@ -103,10 +104,10 @@ impl Engine {
         }
         let addresses = addresses(&info);
         let Some(first) = addresses.values().next() else {
-            return Err(Error::NoIpv4(name.to_string()));
+            return Err(Error::NoAddress(name.to_string()));
         };
         if addresses.len() == 1 || bridges.is_empty() {
-            return Ok(first.ip);
+            return Ok(first.ips.clone());
         }
         // Several networks: find the one on a bridge we are attaching to.
         for on in addresses.values() {
@@ -115,10 +116,10 @@ impl Engine {
                 .block_on(self.docker.inspect_network(&on.network_id, None))
                 .map_err(|e| self.request_failed(&format!("network {}", on.network_id), &e))?;
             if bridge_interface(&network).is_some_and(|b| bridges.contains(&b)) {
-                return Ok(on.ip);
+                return Ok(on.ips.clone());
             }
         }
-        Ok(first.ip)
+        Ok(first.ips.clone())
     }
 
     /// An error for a request that did not get an answer: the engine is
@@ -141,13 +142,13 @@ impl Engine {
     }
 }
 
-/// Resolves every name in `names` once; see `Engine::container_ipv4`.
+/// Resolves every name in `names` once; see `Engine::container_addresses`.
 /// Connects only if there is a name to resolve.
 pub fn resolve<'a>(
     socket: &str,
     names: impl IntoIterator<Item = &'a str>,
     bridges: &[String],
-) -> Result<HashMap<String, Ipv4Addr>> {
+) -> Result<HashMap<String, Vec<IpAddr>>> {
     let mut engine = None;
     let mut out = HashMap::new();
     for name in names {
@@ -158,7 +159,7 @@ pub fn resolve<'a>(
             Some(e) => e,
             None => engine.insert(Engine::connect(socket)?),
         };
-        out.insert(name.to_string(), engine.container_ipv4(name, bridges)?);
+        out.insert(name.to_string(), engine.container_addresses(name, bridges)?);
     }
     Ok(out)
 }
@@ -167,16 +168,16 @@ fn is_running(info: &ContainerInspectResponse) -> bool {
     info.state.as_ref().and_then(|s| s.running).unwrap_or(false)
 }
 
-/// A container's address on one network.
+/// A container's addresses on one network: IPv4 first, then IPv6.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OnNetwork {
     network_id: String,
-    ip: Ipv4Addr,
+    ips: Vec<IpAddr>,
 }
 
-/// The container's IPv4 addresses by network name (in name order, so that
-/// "the first" is the same on every run); networks where it has none (host,
-/// none, an IPv6-only network) are left out.
+/// The container's addresses by network name (in name order, so that "the
+/// first" is the same on every run); networks where it has none (host,
+/// none) are left out.
 fn addresses(info: &ContainerInspectResponse) -> BTreeMap<String, OnNetwork> {
     let Some(networks) = info
         .network_settings
@@ -188,8 +189,22 @@ fn addresses(info: &ContainerInspectResponse) -> BTreeMap<String, OnNetwork> {
     networks
         .iter()
         .filter_map(|(name, endpoint)| {
-            let ip = endpoint.ip_address.as_deref()?.parse::<Ipv4Addr>().ok()?;
-            if ip.is_unspecified() {
+            let v4 = endpoint
+                .ip_address
+                .as_deref()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                .map(IpAddr::V4);
+            let v6 = endpoint
+                .global_ipv6_address
+                .as_deref()
+                .and_then(|a| a.parse::<Ipv6Addr>().ok())
+                .map(IpAddr::V6);
+            let ips: Vec<IpAddr> = [v4, v6]
+                .into_iter()
+                .flatten()
+                .filter(|ip| !ip.is_unspecified())
+                .collect();
+            if ips.is_empty() {
                 return None;
             }
             let network_id = endpoint
@@ -197,7 +212,7 @@ fn addresses(info: &ContainerInspectResponse) -> BTreeMap<String, OnNetwork> {
                 .clone()
                 .filter(|id| !id.is_empty())
                 .unwrap_or_else(|| name.clone());
-            Some((name.clone(), OnNetwork { network_id, ip }))
+            Some((name.clone(), OnNetwork { network_id, ips }))
         })
         .collect()
 }
@@ -258,6 +273,13 @@ mod tests {
         }
     }
 
+    fn dual(id: &str, ip: &str, ip6: &str) -> EndpointSettings {
+        EndpointSettings {
+            global_ipv6_address: Some(ip6.to_string()),
+            ..endpoint(id, ip)
+        }
+    }
+
     fn container(running: bool, networks: &[(&str, EndpointSettings)]) -> ContainerInspectResponse {
         ContainerInspectResponse {
             state: Some(ContainerState {
@@ -278,25 +300,33 @@ mod tests {
     }
 
     #[test]
-    fn addresses_skip_networks_without_ipv4() {
+    fn addresses_of_both_families() {
         let info = container(
             true,
             &[
                 ("zeta", endpoint("z1", "10.9.0.2")),
-                ("bridge", endpoint("b1", "172.17.0.2")),
+                ("bridge", dual("b1", "172.17.0.2", "fd00:17::2")),
                 ("host", endpoint("h1", "")),
-                ("v6", endpoint("v1", "fd00::2")),
+                ("v6only", dual("v1", "", "fd00:18::3")),
+                // What Docker reports for a network without IPv6.
+                ("nov6", dual("n1", "10.8.0.2", "")),
             ],
         );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let got: Vec<_> = addresses(&info)
             .into_iter()
-            .map(|(n, on)| (n, on.ip))
+            .map(|(n, on)| (n, on.ips))
             .collect();
         assert_eq!(
             got,
             [
-                ("bridge".to_string(), Ipv4Addr::new(172, 17, 0, 2)),
-                ("zeta".to_string(), Ipv4Addr::new(10, 9, 0, 2))
+                (
+                    "bridge".to_string(),
+                    vec![ip("172.17.0.2"), ip("fd00:17::2")]
+                ),
+                ("nov6".to_string(), vec![ip("10.8.0.2")]),
+                ("v6only".to_string(), vec![ip("fd00:18::3")]),
+                ("zeta".to_string(), vec![ip("10.9.0.2")]),
             ]
         );
         assert!(addresses(&container(true, &[])).is_empty());

@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod docker;
 pub mod error;
+pub mod family;
 pub mod host;
 pub mod ops;
 pub mod spec;

@@ -7,19 +7,26 @@
 //! - each mapping is one hash-map element, written by one syscall: the
 //!   datapath sees it whole or not at all;
 //! - the per-mapping counters entry is created before the mapping and removed
-//!   after it; `pf_ports` (derived data for bind4) is rebuilt from the table by
-//!   every command, so an interrupted command leaves nothing stale for long.
-use std::{collections::BTreeMap, fs::File, os::fd::AsRawFd as _};
+//!   after it; `pf_ports` (derived data for bind4 and bind6) is rebuilt from
+//!   the table by every command, so an interrupted command leaves nothing
+//!   stale for long.
+//!
+//! Each family has its own mapping and conntrack maps; the code that touches
+//! them is written once over `family::Family` and run for both, each run
+//! passing over the host ports of the other family. The counters' slots,
+//! `pf_hot` and `pf_ports` (keyed by family) are shared.
+use std::{collections::BTreeMap, fs::File, net::IpAddr, os::fd::AsRawFd as _};
 
 use aya::maps::PerCpuValues;
 use portfwd_common::{
-    CtEntry, CtKey, MapKey, MapStats, PortKey, CT_DIR_FORWARD, CT_F_KILL, HOT_BACKEND, HOT_HOST,
-    PROTO_TCP, V4,
+    Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, AF_INET, AF_INET6, CT_DIR_FORWARD,
+    CT_F_KILL, HOT_BACKEND, HOT_HOST, PROTO_TCP, V4, V6,
 };
 
 use crate::{
     bpf::Maps,
     error::{Error, Result},
+    family::{Af, Family},
     spec::{HostPort, Mapping, PortSelector},
     state::StateDir,
 };
@@ -44,25 +51,61 @@ pub fn lock(state: &StateDir) -> Result<Lock> {
     Ok(Lock(dir))
 }
 
-/// The published mappings, by host port.
-pub fn entries(maps: &Maps) -> BTreeMap<HostPort, portfwd_common::Backend<V4>> {
-    maps.mapping_entries()
+/// A mapping's container side, in either family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub bridge_ifindex: u32,
+    pub stats_slot: u32,
+}
+
+impl<A: Family> From<Backend<A>> for Target {
+    fn from(b: Backend<A>) -> Self {
+        Self {
+            addr: b.addr_be.to_ip(),
+            port: u16::from_be(b.port_be),
+            bridge_ifindex: b.bridge_ifindex,
+            stats_slot: b.stats_slot,
+        }
+    }
+}
+
+/// The published mappings of both families, by host port.
+pub fn entries(maps: &Maps) -> BTreeMap<HostPort, Target> {
+    let mut out = entries_in::<V4>(maps);
+    out.append(&mut entries_in::<V6>(maps));
+    out
+}
+
+fn entries_in<A: Family>(maps: &Maps) -> BTreeMap<HostPort, Target> {
+    A::maps(maps)
+        .mapping_entries()
         .into_iter()
-        .filter_map(|(k, b)| Some((HostPort::from_key(&k)?, b)))
+        .filter_map(|(k, b)| Some((HostPort::from_key(&k)?, b.into())))
         .collect()
 }
 
+/// Family `A`'s entry for `host` (None: not published, or the other
+/// family's port).
+fn get<A: Family>(maps: &Maps, host: &HostPort) -> Option<Backend<A>> {
+    A::maps(maps).mappings.get(&host.key::<A>()?, 0).ok()
+}
+
+/// The mapping of `host`, in whichever family it is.
+pub fn lookup(maps: &Maps, host: &HostPort) -> Option<Target> {
+    get::<V4>(maps, host)
+        .map(Target::from)
+        .or_else(|| get::<V6>(maps, host).map(Target::from))
+}
+
 /// Refuses mappings whose host port is already published (the same one,
-/// unless `replace`; an overlapping one with another address, always).
-/// Costs a few lookups per mapping, whatever the table's size.
+/// unless `replace`; an overlapping one with another address of its family,
+/// always). Costs a few lookups per mapping, whatever the table's size.
 pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
     for m in new {
-        let key = m.host.key();
-        let wildcard = HostPort {
-            addr: None,
-            ..m.host
-        };
-        let has = |h: &HostPort| maps.mappings.get(&h.key(), 0).is_ok();
+        let wildcard = m.host.wildcard();
+        let has = |h: &HostPort| lookup(maps, h).is_some();
         let conflict = |existing: String| Error::PortConflict {
             port: m.host.to_string(),
             existing,
@@ -70,18 +113,18 @@ pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
         if !replace && has(&m.host) {
             return Err(conflict(m.host.to_string()));
         }
-        if m.host.addr.is_some() {
+        if !m.host.is_wildcard() {
             if has(&wildcard) {
                 return Err(conflict(wildcard.to_string()));
             }
         } else {
             // Specific-address mappings on this port: pf_ports counts every
-            // mapping on the port, the wildcard included.
-            let on_port = port_count(maps, &key);
+            // mapping of the family on the port, the wildcard included.
+            let on_port = port_count(maps, &m.host);
             if on_port > u32::from(has(&wildcard)) {
                 let specific = entries(maps)
                     .into_keys()
-                    .find(|h| h.addr.is_some() && h.overlaps(&m.host))
+                    .find(|h| !h.is_wildcard() && h.overlaps(&m.host))
                     .map_or_else(
                         || format!("{}:{}/{}", "an address", m.host.port, m.host.proto),
                         |h| h.to_string(),
@@ -93,24 +136,26 @@ pub fn check_free(maps: &Maps, new: &[Mapping], replace: bool) -> Result<()> {
     Ok(())
 }
 
-fn port_count(maps: &Maps, key: &MapKey<V4>) -> u32 {
-    maps.ports
-        .get(&port_key(key.port_be, key.proto), 0)
-        .unwrap_or(0)
-}
-
-/// The `pf_ports` key of an IPv4 port.
-fn port_key(port_be: u16, proto: u8) -> PortKey {
+/// The `pf_ports` key of a host port: its port, protocol and family.
+fn port_key(host: &HostPort) -> PortKey {
     PortKey {
-        port_be,
-        proto,
-        af: portfwd_common::AF_INET,
+        port_be: host.port.to_be(),
+        proto: host.proto.number(),
+        af: match host.af() {
+            Af::V4 => AF_INET,
+            Af::V6 => AF_INET6,
+        },
     }
 }
 
-fn bump_port(maps: &mut Maps, key: &MapKey<V4>, delta: i32) -> Result<()> {
-    let pk = port_key(key.port_be, key.proto);
-    let n = port_count(maps, key) as i64 + i64::from(delta);
+/// How many mappings of `host`'s family are on its port.
+fn port_count(maps: &Maps, host: &HostPort) -> u32 {
+    maps.ports.get(&port_key(host), 0).unwrap_or(0)
+}
+
+fn bump_port(maps: &mut Maps, host: &HostPort, delta: i32) -> Result<()> {
+    let pk = port_key(host);
+    let n = port_count(maps, host) as i64 + i64::from(delta);
     if n <= 0 {
         let _ = maps.ports.remove(&pk);
         Ok(())
@@ -121,10 +166,10 @@ fn bump_port(maps: &mut Maps, key: &MapKey<V4>, delta: i32) -> Result<()> {
     }
 }
 
-/// Adds (or, with `replace`, adds or re-points) `mappings`. Call
-/// `check_free` first; this only enforces "no silent overwrite" through
-/// BPF_NOEXIST when not replacing. A few syscalls per mapping, whatever the
-/// table's size.
+/// Adds (or, with `replace`, adds or re-points) `mappings`, each in its
+/// family's table. Call `check_free` first; this only enforces "no silent
+/// overwrite" through BPF_NOEXIST when not replacing. A few syscalls per
+/// mapping, whatever the table's size.
 pub fn add(
     maps: &mut Maps,
     mappings: &[Mapping],
@@ -132,43 +177,66 @@ pub fn add(
     replace: bool,
 ) -> Result<()> {
     for m in mappings {
-        let key = m.host.key();
-        let existing = maps.mappings.get(&key, 0).ok();
-        // Hot before the mapping exists: its first packet must not be
-        // passed over.
-        mark_hot(
-            maps,
-            &[
-                (HOT_HOST, key.proto, key.port_be),
-                (HOT_BACKEND, key.proto, m.container_port.to_be()),
-            ],
-        )?;
-        // A re-pointed mapping keeps its counters; a new one gets a slot,
-        // zeroed before the mapping exists so it counts from the first packet.
-        let slot = match existing {
-            Some(b) => b.stats_slot,
-            None => take_slot(maps)?,
-        };
-        let flags = if replace { 0 } else { BPF_NOEXIST };
-        let added = maps
-            .mappings
-            .insert(key, m.backend(bridge_ifindex, slot), flags)
-            .map_err(|e| match maps.mappings.get(&key, 0) {
-                Ok(_) if !replace => Error::PortConflict {
-                    port: m.host.to_string(),
-                    existing: m.host.to_string(),
-                },
-                _ => Error::ebpf(format!("adding {m}"), e),
-            });
-        if let Err(e) = added {
-            if existing.is_none() {
-                free_slot(maps, slot);
-            }
-            return Err(e);
-        }
+        add_in::<V4>(maps, m, bridge_ifindex, replace)?;
+        add_in::<V6>(maps, m, bridge_ifindex, replace)?;
+    }
+    Ok(())
+}
+
+/// `add` for one mapping if it is family `A`'s.
+fn add_in<A: Family>(
+    maps: &mut Maps,
+    m: &Mapping,
+    bridge_ifindex: u32,
+    replace: bool,
+) -> Result<()> {
+    let Some(key) = m.host.key::<A>() else {
+        return Ok(());
+    };
+    // Parsing refuses a container side of the other family; a Mapping
+    // built by hand may still have one.
+    let Some(mut backend) = m.backend::<A>(bridge_ifindex, 0) else {
+        return Err(Error::BadSpec {
+            spec: m.to_string(),
+            why: "both sides must be one family (there is no NAT between IPv4 and IPv6)".into(),
+        });
+    };
+    let existing = get::<A>(maps, &m.host);
+    // Hot before the mapping exists: its first packet must not be
+    // passed over.
+    mark_hot(
+        maps,
+        &[
+            (HOT_HOST, key.proto, key.port_be),
+            (HOT_BACKEND, key.proto, m.container_port.to_be()),
+        ],
+    )?;
+    // A re-pointed mapping keeps its counters; a new one gets a slot,
+    // zeroed before the mapping exists so it counts from the first packet.
+    let slot = match existing {
+        Some(b) => b.stats_slot,
+        None => take_slot(maps)?,
+    };
+    backend.stats_slot = slot;
+    let flags = if replace { 0 } else { BPF_NOEXIST };
+    let table = &mut A::maps_mut(maps).mappings;
+    let added = table
+        .insert(key, backend, flags)
+        .map_err(|e| match table.get(&key, 0) {
+            Ok(_) if !replace => Error::PortConflict {
+                port: m.host.to_string(),
+                existing: m.host.to_string(),
+            },
+            _ => Error::ebpf(format!("adding {m}"), e),
+        });
+    if let Err(e) = added {
         if existing.is_none() {
-            bump_port(maps, &key, 1)?;
+            free_slot(maps, slot);
         }
+        return Err(e);
+    }
+    if existing.is_none() {
+        bump_port(maps, &m.host, 1)?;
     }
     Ok(())
 }
@@ -228,17 +296,27 @@ fn free_slot(maps: &mut Maps, slot: u32) {
 /// command killed between its writes may have left. Run by attach.
 pub fn rebuild_slots(maps: &mut Maps) -> Result<()> {
     let mut wanted = vec![0u64; portfwd_common::SLOT_WORDS as usize];
-    for (_, b) in maps.mapping_entries() {
-        if let Some(w) = wanted.get_mut(b.stats_slot as usize / 64) {
-            *w |= 1 << (b.stats_slot % 64);
+    for t in entries(maps).into_values() {
+        if let Some(w) = wanted.get_mut(t.stats_slot as usize / 64) {
+            *w |= 1 << (t.stats_slot % 64);
         }
     }
-    for (w, value) in wanted.into_iter().enumerate() {
-        let w = w as u32;
-        if maps.slots.get(&w, 0).unwrap_or(0) != value {
-            maps.slots
-                .set(w, value, 0)
-                .map_err(|e| Error::ebpf("updating pf_slots", e))?;
+    write_words(&mut maps.slots, wanted, "pf_slots")
+}
+
+/// Makes the bitmap `array` hold `wanted`, writing only the words that
+/// differ.
+fn write_words(
+    array: &mut aya::maps::Array<aya::maps::MapData, u64>,
+    wanted: Vec<u64>,
+    name: &str,
+) -> Result<()> {
+    for (word, value) in wanted.into_iter().enumerate() {
+        let word = word as u32;
+        if array.get(&word, 0).unwrap_or(0) != value {
+            array
+                .set(word, value, 0)
+                .map_err(|e| Error::ebpf(format!("updating {name}"), e))?;
         }
     }
     Ok(())
@@ -249,17 +327,11 @@ pub fn rebuild_slots(maps: &mut Maps) -> Result<()> {
 /// drain; with `kill` they are ended (see `kill_flows`).
 pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result<Vec<HostPort>> {
     let mut doomed = Vec::new();
-    let mut table: Option<BTreeMap<HostPort, portfwd_common::Backend<V4>>> = None;
+    let mut table: Option<BTreeMap<HostPort, Target>> = None;
     for sel in selectors {
         let matched = matching(maps, sel, &mut table);
         if matched.is_empty() {
-            let port = if sel.ports.start() == sel.ports.end() {
-                sel.ports.start().to_string()
-            } else {
-                format!("{}-{}", sel.ports.start(), sel.ports.end())
-            };
-            let addr = sel.addr.map(|a| format!("{a}:")).unwrap_or_default();
-            return Err(Error::NotPublished(format!("{addr}{port}/{}", sel.proto)));
+            return Err(Error::NotPublished(sel.to_string()));
         }
         doomed.extend(matched);
     }
@@ -277,7 +349,7 @@ pub fn remove(maps: &mut Maps, selectors: &[PortSelector], kill: bool) -> Result
 pub fn remove_bridge(maps: &mut Maps, bridge_ifindex: u32) -> Result<Vec<HostPort>> {
     let doomed: Vec<HostPort> = entries(maps)
         .into_iter()
-        .filter(|(_, b)| b.bridge_ifindex == bridge_ifindex)
+        .filter(|(_, t)| t.bridge_ifindex == bridge_ifindex)
         .map(|(h, _)| h)
         .collect();
     unpublish(maps, &doomed)?;
@@ -286,50 +358,73 @@ pub fn remove_bridge(maps: &mut Maps, bridge_ifindex: u32) -> Result<Vec<HostPor
 
 /// The one way a mapping leaves the table: the mapping, then its counters,
 /// then its count in `pf_ports` (which frees the port for host processes
-/// once no mapping is left on it).
+/// once no mapping of the family is left on it).
 fn unpublish(maps: &mut Maps, hosts: &[HostPort]) -> Result<()> {
     for host in hosts {
-        let key = host.key();
-        let slot = maps.mappings.get(&key, 0).map(|b| b.stats_slot).ok();
-        maps.mappings
-            .remove(&key)
-            .map_err(|e| Error::ebpf(format!("removing {host}"), e))?;
+        let slot = lookup(maps, host).map(|t| t.stats_slot);
+        remove_in::<V4>(maps, host)?;
+        remove_in::<V6>(maps, host)?;
         if let Some(slot) = slot {
             free_slot(maps, slot);
         }
-        bump_port(maps, &key, -1)?;
+        bump_port(maps, host, -1)?;
     }
     Ok(())
 }
 
+/// Removes `host` from family `A`'s table if it is that family's.
+fn remove_in<A: Family>(maps: &mut Maps, host: &HostPort) -> Result<()> {
+    let Some(key) = host.key::<A>() else {
+        return Ok(());
+    };
+    A::maps_mut(maps)
+        .mappings
+        .remove(&key)
+        .map_err(|e| Error::ebpf(format!("removing {host}"), e))
+}
+
 /// The published host ports a selector names. Direct lookups when that is
-/// enough (an address given, or only the wildcard on the port); a scan of
-/// the table (done once) when specific-address mappings must be found.
+/// enough (an address given, or only the wildcard on the port in each
+/// family the selector names); a scan of the table (done once) when
+/// specific-address mappings must be found.
 fn matching(
     maps: &Maps,
     sel: &PortSelector,
-    table: &mut Option<BTreeMap<HostPort, portfwd_common::Backend<V4>>>,
+    table: &mut Option<BTreeMap<HostPort, Target>>,
 ) -> Vec<HostPort> {
+    let families: &[Af] = match sel.addr {
+        None => &[Af::V4, Af::V6],
+        Some(a) if Af::of(a) == Af::V4 => &[Af::V4],
+        Some(_) => &[Af::V6],
+    };
     let mut out = Vec::new();
     for port in sel.ports.clone() {
-        let host = HostPort {
-            proto: sel.proto,
-            addr: sel.addr,
-            port,
-        };
-        let present = maps.mappings.get(&host.key(), 0).is_ok();
-        if sel.addr.is_some() || port_count(maps, &host.key()) == u32::from(present) {
-            if present {
+        if let Some(host) = sel.exact(port) {
+            if lookup(maps, &host).is_some() {
                 out.push(host);
             }
             continue;
         }
-        let all = table.get_or_insert_with(|| entries(maps));
-        out.extend(
-            all.keys()
-                .filter(|h| sel.matches(h) && h.port == port)
-                .copied(),
-        );
+        for af in families {
+            let host = HostPort {
+                proto: sel.proto,
+                addr: af.unspecified(),
+                port,
+            };
+            let present = lookup(maps, &host).is_some();
+            if port_count(maps, &host) == u32::from(present) {
+                if present {
+                    out.push(host);
+                }
+                continue;
+            }
+            let all = table.get_or_insert_with(|| entries(maps));
+            out.extend(
+                all.keys()
+                    .filter(|h| sel.matches(h) && h.port == port && h.af() == *af)
+                    .copied(),
+            );
+        }
     }
     out
 }
@@ -338,9 +433,16 @@ fn matching(
 /// datapath turns their next packets into RSTs for both ends; UDP entries are
 /// deleted (the next datagram follows the table, which no longer has them).
 pub fn kill_flows(maps: &mut Maps, hosts: &[HostPort]) -> Result<usize> {
-    let keys: Vec<MapKey<V4>> = hosts.iter().map(HostPort::key).collect();
-    let flows: Vec<(CtKey<V4>, CtEntry<V4>)> = maps
-        .conntrack
+    Ok(kill_flows_in::<V4>(maps, hosts) + kill_flows_in::<V6>(maps, hosts))
+}
+
+fn kill_flows_in<A: Family>(maps: &mut Maps, hosts: &[HostPort]) -> usize {
+    let keys: Vec<MapKey<A>> = hosts.iter().filter_map(HostPort::key::<A>).collect();
+    if keys.is_empty() {
+        return 0;
+    }
+    let conntrack = &mut A::maps_mut(maps).conntrack;
+    let flows: Vec<(CtKey<A>, CtEntry<A>)> = conntrack
         .iter()
         .filter_map(|r| r.ok())
         .filter(|(k, e)| e.dir == CT_DIR_FORWARD && keys.iter().any(|m| *m == e.mapping_key(k)))
@@ -349,21 +451,21 @@ pub fn kill_flows(maps: &mut Maps, hosts: &[HostPort]) -> Result<usize> {
         let reply_key = reply_key(key, entry);
         if key.proto == PROTO_TCP {
             for k in [*key, reply_key] {
-                if let Ok(mut e) = maps.conntrack.get(&k, 0) {
+                if let Ok(mut e) = conntrack.get(&k, 0) {
                     e.flags |= CT_F_KILL;
-                    let _ = maps.conntrack.insert(k, e, BPF_EXIST);
+                    let _ = conntrack.insert(k, e, BPF_EXIST);
                 }
             }
         } else {
-            let _ = maps.conntrack.remove(key);
-            let _ = maps.conntrack.remove(&reply_key);
+            let _ = conntrack.remove(key);
+            let _ = conntrack.remove(&reply_key);
         }
     }
-    Ok(flows.len())
+    flows.len()
 }
 
 /// The reply-direction key of the flow whose forward entry is (`key`, `entry`).
-pub fn reply_key(key: &CtKey<V4>, entry: &CtEntry<V4>) -> CtKey<V4> {
+pub fn reply_key<A: Family>(key: &CtKey<A>, entry: &CtEntry<A>) -> CtKey<A> {
     entry.sibling_key(key)
 }
 
@@ -382,22 +484,30 @@ fn mark_hot(maps: &mut Maps, ports: &[(u32, u8, u16)]) -> Result<()> {
     Ok(())
 }
 
-/// Makes `pf_hot` exactly the ports of the mappings and of the flows that
-/// are still alive (a removed mapping's port stays hot while its flows
-/// drain). Run by attach and, periodically, by `watch`; costs a pass over
-/// conntrack.
+/// Makes `pf_hot` (one bitmap for both families) exactly the ports of the
+/// mappings and of the flows that are still alive (a removed mapping's port
+/// stays hot while its flows drain). Run by attach and, periodically, by
+/// `watch`; costs a pass over conntrack.
 pub fn rebuild_hot(maps: &mut Maps) -> Result<()> {
     let mut wanted = vec![0u64; portfwd_common::HOT_WORDS as usize];
+    let now = crate::ops::monotonic_ns();
+    want_hot::<V4>(maps, now, &mut wanted);
+    want_hot::<V6>(maps, now, &mut wanted);
+    write_words(&mut maps.hot, wanted, "pf_hot")
+}
+
+/// Sets in `wanted` the hot bits family `A`'s mappings and live flows need.
+fn want_hot<A: Family>(maps: &Maps, now: u64, wanted: &mut [u64]) {
     let mut want = |set, proto, port_be| {
         let (word, bit) = portfwd_common::hot_bit(set, proto, port_be);
         wanted[word as usize] |= bit;
     };
-    for (key, b) in maps.mapping_entries() {
+    let fam = A::maps(maps);
+    for (key, b) in fam.mapping_entries() {
         want(HOT_HOST, key.proto, key.port_be);
         want(HOT_BACKEND, key.proto, b.port_be);
     }
-    let now = crate::ops::monotonic_ns();
-    for (key, e) in maps.conntrack.iter().filter_map(|r| r.ok()) {
+    for (key, e) in fam.conntrack.iter().filter_map(|r| r.ok()) {
         if e.expires_ns <= now {
             continue;
         }
@@ -410,36 +520,30 @@ pub fn rebuild_hot(maps: &mut Maps) -> Result<()> {
         want(HOT_HOST, key.proto, host_port);
         want(HOT_BACKEND, key.proto, backend_port);
     }
-    for (word, value) in wanted.into_iter().enumerate() {
-        let word = word as u32;
-        if maps.hot.get(&word, 0).unwrap_or(0) != value {
-            maps.hot
-                .set(word, value, 0)
-                .map_err(|e| Error::ebpf("updating pf_hot", e))?;
-        }
-    }
-    Ok(())
 }
 
-/// Makes `pf_ports` the count of mappings per (port, protocol), repairing
-/// what a command killed between its two writes may have left. Run by attach.
+/// Makes `pf_ports` the count of mappings per (port, protocol, family),
+/// repairing what a command killed between its two writes may have left.
+/// Run by attach.
 pub fn rebuild_ports(maps: &mut Maps) -> Result<()> {
-    let mut wanted: BTreeMap<(u16, u8), u32> = BTreeMap::new();
-    for (key, _) in maps.mapping_entries() {
-        *wanted.entry((key.port_be, key.proto)).or_default() += 1;
+    let mut wanted: BTreeMap<(u16, u8, u8), u32> = BTreeMap::new();
+    for host in entries(maps).into_keys() {
+        let k = port_key(&host);
+        *wanted.entry((k.port_be, k.proto, k.af)).or_default() += 1;
     }
     let stale: Vec<PortKey> = maps
         .ports
         .keys()
         .filter_map(|k| k.ok())
-        .filter(|k| !wanted.contains_key(&(k.port_be, k.proto)))
+        .filter(|k| !wanted.contains_key(&(k.port_be, k.proto, k.af)))
         .collect();
     for k in stale {
         let _ = maps.ports.remove(&k);
     }
-    for ((port_be, proto), count) in wanted {
+    for ((port_be, proto, af), count) in wanted {
+        let key = PortKey { port_be, proto, af };
         maps.ports
-            .insert(port_key(port_be, proto), count, 0)
+            .insert(key, count, 0)
             .map_err(|e| Error::ebpf("updating pf_ports", e))?;
     }
     Ok(())
@@ -454,7 +558,7 @@ fn zero_stats() -> Result<PerCpuValues<MapStats>> {
 /// Per-mapping counters summed over CPUs (zero if the mapping is missing).
 pub fn mapping_stats(maps: &Maps, host: &HostPort) -> MapStats {
     let mut total = MapStats::default();
-    let Ok(b) = maps.mappings.get(&host.key(), 0) else {
+    let Some(b) = lookup(maps, host) else {
         return total;
     };
     if let Ok(per_cpu) = maps.mapping_stats.get(&b.stats_slot, 0) {

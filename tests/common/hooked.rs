@@ -30,8 +30,12 @@ import json, socket, sys
 
 TIMEOUT = 5.0
 
+def family(addr):
+    # IPv6 (an IPv4-mapped ::ffff:a.b.c.d included) has colons.
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
 def http(op):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(family(op["addr"]), socket.SOCK_STREAM)
     s.settimeout(TIMEOUT)
     try:
         s.connect((op["addr"], op["port"]))
@@ -49,7 +53,7 @@ def http(op):
         s.close()
 
 def udp(op):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family(op["addr"]), socket.SOCK_DGRAM)
     s.settimeout(TIMEOUT)
     try:
         dst = (op["addr"], op["port"])
@@ -71,8 +75,10 @@ def udp(op):
 
 def bind(op):
     kind = socket.SOCK_STREAM if op["proto"] == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(family(op["addr"]), kind)
     try:
+        if "v6only" in op:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(op["v6only"]))
         s.bind((op["addr"], op["port"]))
         if kind == socket.SOCK_STREAM:
             s.listen(1)
@@ -229,6 +235,14 @@ pub fn udp_ask(addr: &str, port: u16, connected: bool, payload: &str) -> Value {
 /// "PermissionError".
 pub fn bind_op(addr: &str, port: u16, proto: &str, expect: &str) -> Value {
     json!({"op": "bind", "addr": addr, "port": port, "proto": proto, "expect": expect})
+}
+
+/// `bind_op` on an IPv6 socket with IPV6_V6ONLY set to `v6only` (off: a
+/// dual-stack socket, whose `::` also takes IPv4).
+pub fn bind6_op(addr: &str, port: u16, proto: &str, v6only: bool, expect: &str) -> Value {
+    let mut op = bind_op(addr, port, proto, expect);
+    op["v6only"] = json!(v6only);
+    op
 }
 
 /// Checks an HTTP result: the page's body, and getpeername(2) as the client

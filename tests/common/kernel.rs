@@ -24,7 +24,7 @@ pub fn cgroup_prog_count(cgroup: &std::path::Path, attach_type: u32) -> u32 {
         .unwrap_or_else(|e| panic!("BPF_PROG_QUERY on {}: {e}", cgroup.display()))
 }
 
-/// Programs attached to `cgroup` per hook, in a fixed order.
+/// Programs attached to `cgroup` per hook, both families, in a fixed order.
 pub fn cgroup_hooks(cgroup: &std::path::Path) -> Vec<(&'static str, u32)> {
     [
         ("bind4", portfwd_sys::BPF_CGROUP_INET4_BIND),
@@ -32,19 +32,31 @@ pub fn cgroup_hooks(cgroup: &std::path::Path) -> Vec<(&'static str, u32)> {
         ("sendmsg4", portfwd_sys::BPF_CGROUP_UDP4_SENDMSG),
         ("recvmsg4", portfwd_sys::BPF_CGROUP_UDP4_RECVMSG),
         ("getpeername4", portfwd_sys::BPF_CGROUP_INET4_GETPEERNAME),
+        ("bind6", portfwd_sys::BPF_CGROUP_INET6_BIND),
+        ("connect6", portfwd_sys::BPF_CGROUP_INET6_CONNECT),
+        ("sendmsg6", portfwd_sys::BPF_CGROUP_UDP6_SENDMSG),
+        ("recvmsg6", portfwd_sys::BPF_CGROUP_UDP6_RECVMSG),
+        ("getpeername6", portfwd_sys::BPF_CGROUP_INET6_GETPEERNAME),
     ]
     .into_iter()
     .map(|(name, t)| (name, cgroup_prog_count(cgroup, t)))
     .collect()
 }
 
-pub fn hooks(bind4: u32, local: u32) -> Vec<(&'static str, u32)> {
+/// What `cgroup_hooks` must say with `bind` programs on each family's bind
+/// hook and `local` on each of the others.
+pub fn hooks(bind: u32, local: u32) -> Vec<(&'static str, u32)> {
     vec![
-        ("bind4", bind4),
+        ("bind4", bind),
         ("connect4", local),
         ("sendmsg4", local),
         ("recvmsg4", local),
         ("getpeername4", local),
+        ("bind6", bind),
+        ("connect6", local),
+        ("sendmsg6", local),
+        ("recvmsg6", local),
+        ("getpeername6", local),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! from inside a namespace, and deterministic payloads.
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::atomic::Ordering,
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -13,8 +13,13 @@ use super::in_netns;
 /// A TCP listener inside a namespace, bound before this returns (so a
 /// client can connect right away).
 pub fn tcp_listener(ns: &str, port: u16) -> TcpListener {
+    tcp_listener_at(ns, Ipv4Addr::UNSPECIFIED.into(), port)
+}
+
+/// `tcp_listener` on address `addr` (`::` for an IPv6 server).
+pub fn tcp_listener_at(ns: &str, addr: IpAddr, port: u16) -> TcpListener {
     let l = in_netns(ns, move || {
-        TcpListener::bind(("0.0.0.0", port)).expect("bind")
+        TcpListener::bind((addr, port)).unwrap_or_else(|e| panic!("bind {addr} port {port}: {e}"))
     });
     l.set_nonblocking(true).expect("nonblocking");
     l
@@ -51,7 +56,18 @@ pub fn http_server(
     name: &'static str,
     max: usize,
 ) -> JoinHandle<Vec<SocketAddr>> {
-    let l = tcp_listener(ns, port);
+    http_server_at(ns, Ipv4Addr::UNSPECIFIED.into(), port, name, max)
+}
+
+/// `http_server` listening on `addr` (`::` for an IPv6 server).
+pub fn http_server_at(
+    ns: &str,
+    addr: IpAddr,
+    port: u16,
+    name: &'static str,
+    max: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
+    let l = tcp_listener_at(ns, addr, port);
     std::thread::spawn(move || {
         let mut peers = Vec::new();
         while peers.len() < max {
@@ -90,8 +106,8 @@ pub fn read_http_head(s: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Connects from namespace `ns` to `addr:port`.
-pub fn connect_from(ns: &str, addr: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
-    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
+pub fn connect_from(ns: &str, addr: impl Into<IpAddr>, port: u16) -> std::io::Result<TcpStream> {
+    let target = SocketAddr::new(addr.into(), port);
     in_netns(ns, move || {
         let s = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
@@ -101,7 +117,7 @@ pub fn connect_from(ns: &str, addr: Ipv4Addr, port: u16) -> std::io::Result<TcpS
 }
 
 /// One HTTP GET from namespace `ns`; returns the body.
-pub fn http_get(ns: &str, addr: Ipv4Addr, port: u16) -> std::io::Result<String> {
+pub fn http_get(ns: &str, addr: impl Into<IpAddr>, port: u16) -> std::io::Result<String> {
     let mut s = connect_from(ns, addr, port)?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
@@ -140,7 +156,18 @@ pub fn http_server_until(
     name: &'static str,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> JoinHandle<usize> {
-    let l = tcp_listener(ns, port);
+    http_server_until_at(ns, Ipv4Addr::UNSPECIFIED.into(), port, name, stop)
+}
+
+/// `http_server_until` listening on `addr` (`::` for an IPv6 server).
+pub fn http_server_until_at(
+    ns: &str,
+    addr: IpAddr,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> JoinHandle<usize> {
+    let l = tcp_listener_at(ns, addr, port);
     std::thread::spawn(move || {
         let mut served = 0;
         let mut idle_since = Instant::now();
@@ -153,5 +180,38 @@ pub fn http_server_until(
             served += 1;
         }
         served
+    })
+}
+
+/// A UDP server in namespace `ns` on `addr:port` answering each datagram
+/// with "echo:" and the payload, for up to `max` datagrams (or until nothing
+/// came for 15 s). Returns the peers it answered.
+pub fn udp_echo(
+    ns: &str,
+    addr: impl Into<IpAddr>,
+    port: u16,
+    max: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
+    let addr = addr.into();
+    let sock = in_netns(ns, move || {
+        UdpSocket::bind((addr, port)).expect("bind the UDP echo server")
+    });
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        let mut buf = [0u8; 2048];
+        let mut idle_since = Instant::now();
+        while peers.len() < max && idle_since.elapsed() < Duration::from_secs(15) {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            idle_since = Instant::now();
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            sock.send_to(&reply, peer).expect("echo");
+            peers.push(peer);
+        }
+        peers
     })
 }

@@ -5,7 +5,7 @@
 //! test namespaces with `ip -n`.
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     process::{Command, Output},
     sync::atomic::{AtomicUsize, Ordering},
@@ -24,6 +24,92 @@ pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
 /// The address of container `i` on the bridge.
 pub fn container_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(172, 30, 0, 10 + i as u8)
+}
+
+/// The IPv6 addresses of a dual-stack topology (`Topology::dual`): the same
+/// links as IPv4's, each with a /64 of fd00::/8.
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+pub const HOST_EXT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1);
+pub const BRIDGE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 1);
+
+/// The IPv6 address of container `i` on the bridge of a dual-stack topology.
+pub fn container_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 0x10 + i as u16)
+}
+
+/// One address family of a topology, so that a test is written once and
+/// run for each (`Stack::BOTH`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    V4,
+    V6,
+}
+
+impl Stack {
+    pub const BOTH: [Stack; 2] = [Stack::V4, Stack::V6];
+
+    fn pick(self, v4: impl Into<IpAddr>, v6: impl Into<IpAddr>) -> IpAddr {
+        match self {
+            Self::V4 => v4.into(),
+            Self::V6 => v6.into(),
+        }
+    }
+
+    pub fn client(self) -> IpAddr {
+        self.pick(CLIENT_IP, CLIENT_IP6)
+    }
+
+    pub fn host_ext(self) -> IpAddr {
+        self.pick(HOST_EXT_IP, HOST_EXT_IP6)
+    }
+
+    pub fn bridge(self) -> IpAddr {
+        self.pick(BRIDGE_IP, BRIDGE_IP6)
+    }
+
+    pub fn container(self, i: usize) -> IpAddr {
+        self.pick(container_ip(i), container_ip6(i))
+    }
+
+    /// The wildcard address a server binds to.
+    pub fn any(self) -> IpAddr {
+        self.pick(Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)
+    }
+
+    pub fn loopback(self) -> IpAddr {
+        self.pick(Ipv4Addr::LOCALHOST, Ipv6Addr::LOCALHOST)
+    }
+
+    /// `addr` as a SPEC writes it: IPv6 in brackets.
+    pub fn spec(addr: IpAddr) -> String {
+        match addr {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        }
+    }
+
+    /// `PORT=CONTAINER:CPORT[/udp]` to container `i` of this family.
+    pub fn map(self, port: u16, i: usize, cport: u16, proto: &str) -> String {
+        let suffix = if proto == "udp" { "/udp" } else { "" };
+        format!("{port}={}:{cport}{suffix}", Self::spec(self.container(i)))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+}
+
+/// Writes `value` to /proc/sys/`key` (dots for slashes) of namespace `ns`,
+/// from a thread that entered it (/proc/sys/net is the opener's namespace's).
+pub fn sysctl_in(ns: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_string();
+    in_netns(ns, move || {
+        std::fs::write(&path, &value).unwrap_or_else(|e| panic!("write {path}: {e}"))
+    });
 }
 
 /// Runs a command; panics with its output if it fails.
@@ -137,6 +223,8 @@ impl Drop for Netns {
 /// Dropping it detaches portfwd, removes any state it pinned for the host
 /// namespace, then deletes every namespace.
 pub struct Topology {
+    /// IPv6 too on every link (`Topology::dual`).
+    pub dual: bool,
     /// A cgroup of its own for portfwd's socket hooks, so that they see only
     /// the processes a test puts there: the test's own threads (the emulated
     /// remote client among them) stay outside, as a remote machine would.
@@ -149,6 +237,18 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(tag: &str, containers: usize) -> Self {
+        Self::build(tag, containers, false)
+    }
+
+    /// The same topology with IPv6 on every link as well: the addresses of
+    /// `Stack::V6`, a default route each way as IPv4's, forwarding on in
+    /// the host, and no duplicate address detection (addresses are usable
+    /// at once).
+    pub fn dual(tag: &str, containers: usize) -> Self {
+        Self::build(tag, containers, true)
+    }
+
+    fn build(tag: &str, containers: usize, dual: bool) -> Self {
         let prefix = unique_prefix(tag);
         let host = Netns::new(format!("{prefix}-host"));
         let client = Netns::new(format!("{prefix}-client"));
@@ -176,7 +276,27 @@ impl Topology {
             .expect("cgroup2 root")
             .join(&prefix);
         std::fs::create_dir(&cgroup).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup.display()));
+        if dual {
+            for ns in [&host, &client] {
+                sysctl_in(&ns.name, "net.ipv6.conf.all.disable_ipv6", "0");
+                sysctl_in(&ns.name, "net.ipv6.conf.default.disable_ipv6", "0");
+            }
+            sysctl_in(&host.name, "net.ipv6.conf.all.forwarding", "1");
+            client.ip(&["-6", "addr", "add", "fd00:1::2/64", "dev", "c0", "nodad"]);
+            host.ip(&["-6", "addr", "add", "fd00:1::1/64", "dev", "h0", "nodad"]);
+            host.ip(&["-6", "route", "add", "default", "via", "fd00:1::2"]);
+            host.ip(&[
+                "-6",
+                "addr",
+                "add",
+                "fd00:30::1/64",
+                "dev",
+                "docker0",
+                "nodad",
+            ]);
+        }
         let mut topo = Self {
+            dual,
             cgroup,
             client,
             containers: Vec::new(),
@@ -188,10 +308,19 @@ impl Topology {
         topo
     }
 
-    /// Adds a container namespace on docker0; returns its index.
+    /// Adds a container namespace on docker0 (with its IPv6 address too in
+    /// a dual-stack topology); returns its index.
     pub fn add_container(&mut self) -> usize {
         let i = self.containers.len();
-        self.add_container_on("docker0", container_ip(i), BRIDGE_IP)
+        self.add_container_on("docker0", container_ip(i), BRIDGE_IP);
+        if self.dual {
+            let ns = &self.containers[i];
+            sysctl_in(&ns.name, "net.ipv6.conf.all.disable_ipv6", "0");
+            let cidr = format!("{}/64", container_ip6(i));
+            ns.ip(&["-6", "addr", "add", &cidr, "dev", "eth0", "nodad"]);
+            ns.ip(&["-6", "route", "add", "default", "via", "fd00:30::1"]);
+        }
+        i
     }
 
     /// Adds a bridge `name` with address `cidr` (e.g. "172.31.0.1/16") to the
@@ -245,6 +374,57 @@ impl Topology {
         ok(self.portfwd(&args), &format!("portfwd {args:?}"))
     }
 
+    /// `portfwd watch --timeout 30` on the host namespace, given a moment
+    /// to subscribe before this returns.
+    pub fn watch(&self) -> std::process::Child {
+        let watcher = Command::new(PORTFWD)
+            .args(["-n", &self.host.name, "watch", "--timeout", "30"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start portfwd watch");
+        std::thread::sleep(Duration::from_millis(300));
+        watcher
+    }
+
+    /// Detaches, then waits for `watcher` to exit by itself, successfully.
+    pub fn detach_ends_watch(&self, mut watcher: std::process::Child) {
+        ok(self.portfwd(&["detach", "docker0"]), "detach");
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        loop {
+            if let Some(status) = watcher.try_wait().unwrap() {
+                assert!(status.success(), "watch exited with {status}");
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = watcher.kill();
+                panic!("watch did not exit after detach");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An HTTP GET from the client to `addr:port`, retried for 5 s (while
+    /// `watcher` publishes a new address); kills the watcher and panics if
+    /// it never succeeds.
+    pub fn client_get_soon(
+        &self,
+        watcher: &mut std::process::Child,
+        addr: IpAddr,
+        port: u16,
+    ) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match super::http_get(&self.client.name, addr, port) {
+                Ok(body) => return body,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    let _ = watcher.kill();
+                    panic!("the new host address {addr} never became published: {e}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
     /// The host namespace's portfwd state directory.
     pub fn state_dir(&self) -> std::path::PathBuf {
         in_netns(&self.host.name, || {
@@ -252,6 +432,13 @@ impl Topology {
                 .expect("netns cookie")
                 .path
         })
+    }
+
+    /// No proxy: the host namespace holds no TCP socket at all (the flows
+    /// through portfwd have none there).
+    pub fn assert_no_proxy(&self) {
+        let sockets = self.host_sockets("all");
+        assert!(sockets.is_empty(), "host has sockets: {sockets:?}");
     }
 
     /// Sockets in the host namespace in the given `ss` state filter.

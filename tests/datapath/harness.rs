@@ -111,6 +111,7 @@ pub fn standard(test: &str) -> Option<Datapath> {
 impl Datapath {
     pub fn local(&mut self, addr: Ipv4Addr) {
         self.maps
+            .v4
             .local_addrs
             .insert(be(addr), EXT_IFINDEX, 0)
             .expect("inserting into pf_local");
@@ -131,8 +132,9 @@ impl Datapath {
         let spec: Spec = spec.parse().expect("a valid SPEC");
         for m in &spec.mappings {
             self.maps
+                .v4
                 .mappings
-                .remove(&m.host.key())
+                .remove(&m.host.key::<V4>().expect("an IPv4 SPEC"))
                 .expect("removing from pf_map");
         }
     }
@@ -212,11 +214,12 @@ impl Datapath {
     }
 
     pub fn ct(&self, key: &CtKey<V4>) -> Option<CtEntry<V4>> {
-        self.maps.conntrack.get(key, 0).ok()
+        self.maps.v4.conntrack.get(key, 0).ok()
     }
 
     pub fn ct_entries(&self) -> Vec<(CtKey<V4>, CtEntry<V4>)> {
         self.maps
+            .v4
             .conntrack
             .iter()
             .map(|r| r.expect("iterating pf_ct"))

@@ -9,8 +9,9 @@ use aya::{
 };
 use portfwd_common::{
     GLOBAL_HOST_NETNS, LAYOUT_VERSION, MAPS, MAP_CUT4, MAP_META, META_LAYOUT, META_NETNS_INO,
-    PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4,
-    PROG_RECVMSG4, PROG_SENDMSG4,
+    PROG_BIND4, PROG_BIND6, PROG_BRIDGE_INGRESS, PROG_CONNECT4, PROG_CONNECT6,
+    PROG_EXTERNAL_INGRESS, PROG_GETPEERNAME4, PROG_GETPEERNAME6, PROG_RECVMSG4, PROG_RECVMSG6,
+    PROG_SENDMSG4, PROG_SENDMSG6,
 };
 
 use crate::{
@@ -18,13 +19,23 @@ use crate::{
     state::StateDir,
 };
 
-/// The cgroup sock_addr programs that serve clients on the host itself.
-pub const LOCAL_PROGRAMS: [&str; 4] = [
+/// The cgroup sock_addr programs that serve clients on the host itself,
+/// IPv4 and IPv6 sockets (an IPv6 socket's IPv4-mapped destination goes by
+/// the IPv4 mappings, in the IPv6 programs).
+pub const LOCAL_PROGRAMS: [&str; 8] = [
     PROG_CONNECT4,
     PROG_SENDMSG4,
     PROG_RECVMSG4,
     PROG_GETPEERNAME4,
+    PROG_CONNECT6,
+    PROG_SENDMSG6,
+    PROG_RECVMSG6,
+    PROG_GETPEERNAME6,
 ];
+
+/// The cgroup bind programs that keep host processes off published ports,
+/// attached even with `--no-local`.
+pub const BIND_PROGRAMS: [&str; 2] = [PROG_BIND4, PROG_BIND6];
 
 /// Loads the object for the current network namespace (whose cookie the
 /// socket hooks compare against). With `state`, every map is opened from its
@@ -64,7 +75,7 @@ pub fn load(state: Option<&StateDir>) -> Result<Ebpf> {
             .load()
             .map_err(|e| Error::ebpf(format!("loading program {name} (verifier)"), e))?;
     }
-    for name in LOCAL_PROGRAMS.into_iter().chain([PROG_BIND4]) {
+    for name in LOCAL_PROGRAMS.into_iter().chain(BIND_PROGRAMS) {
         sock_addr(&mut ebpf, name)?
             .load()
             .map_err(|e| Error::ebpf(format!("loading program {name} (verifier)"), e))?;

@@ -1,19 +1,20 @@
 //! Typed access to the maps, and the checks that pinned maps have this
 //! build's layouts.
-use std::{io, net::Ipv4Addr};
+use std::{collections::BTreeMap, io, net::IpAddr};
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     Ebpf,
 };
 use portfwd_common::{
-    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, LAYOUT_VERSION, MAPS, MAP_CONNTRACK4,
-    MAP_HOT, MAP_LOCAL_ADDRS4, MAP_MAPPINGS4, MAP_MAPPING_STATS, MAP_META, MAP_PORTS, MAP_SLOTS,
-    MAP_STATS, META_LAYOUT, META_NETNS_INO, V4,
+    stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, LAYOUT_VERSION, MAPS, MAP_HOT,
+    MAP_MAPPING_STATS, MAP_META, MAP_PORTS, MAP_SLOTS, MAP_STATS, META_LAYOUT, META_NETNS_INO, V4,
+    V6,
 };
 
 use crate::{
     error::{Error, Result},
+    family::Family,
     state::StateDir,
 };
 
@@ -95,13 +96,64 @@ pub fn recorded_netns_inode(state: &StateDir) -> Option<u64> {
     meta.get(&META_NETNS_INO, 0).ok().filter(|ino| *ino != 0)
 }
 
+/// One family's maps (see `crate::family::Family`).
+pub struct FamilyMaps<A: Family> {
+    pub mappings: HashMap<MapData, MapKey<A>, Backend<A>>,
+    pub conntrack: HashMap<MapData, CtKey<A>, CtEntry<A>>,
+    pub local_addrs: HashMap<MapData, A, u32>,
+}
+
+impl<A: Family> FamilyMaps<A> {
+    fn new(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
+        Ok(Self {
+            mappings: typed(A::MAP_MAPPINGS, HashMap::try_from(get(A::MAP_MAPPINGS)?))?,
+            conntrack: typed(A::MAP_CONNTRACK, HashMap::try_from(get(A::MAP_CONNTRACK)?))?,
+            local_addrs: typed(
+                A::MAP_LOCAL_ADDRS,
+                HashMap::try_from(get(A::MAP_LOCAL_ADDRS)?),
+            )?,
+        })
+    }
+
+    /// Every mapping of the family.
+    pub fn mapping_entries(&self) -> Vec<(MapKey<A>, Backend<A>)> {
+        self.mappings.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Makes the family's `pf_local` hold exactly its addresses of `addrs`.
+    fn sync_local_addrs(&mut self, addrs: &BTreeMap<IpAddr, u32>) -> Result<()> {
+        let wanted: BTreeMap<A, u32> = addrs
+            .iter()
+            .filter_map(|(a, i)| Some((A::from_ip(*a)?, *i)))
+            .collect();
+        let stale: Vec<A> = self
+            .local_addrs
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains_key(k))
+            .collect();
+        for k in stale {
+            let _ = self.local_addrs.remove(&k);
+        }
+        for (k, v) in wanted {
+            self.local_addrs
+                .insert(k, v, 0)
+                .map_err(|e| Error::ebpf(format!("updating {}", A::MAP_LOCAL_ADDRS), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn typed<T>(name: &str, r: std::result::Result<T, aya::maps::MapError>) -> Result<T> {
+    r.map_err(|e| Error::ebpf(format!("map {name}"), e))
+}
+
 /// Typed handles on the maps.
 pub struct Maps {
-    pub mappings: HashMap<MapData, MapKey<V4>, Backend<V4>>,
-    pub conntrack: HashMap<MapData, CtKey<V4>, CtEntry<V4>>,
-    pub local_addrs: HashMap<MapData, u32, u32>,
+    pub v4: FamilyMaps<V4>,
+    pub v6: FamilyMaps<V6>,
     pub stats: PerCpuArray<MapData, u64>,
-    /// Per-mapping counters by `Backend::stats_slot`.
+    /// Per-mapping counters by `Backend::stats_slot`, both families.
     pub mapping_stats: PerCpuArray<MapData, MapStats>,
     /// Which slots mappings hold (see `table`).
     pub slots: Array<MapData, u64>,
@@ -115,97 +167,47 @@ pub struct Maps {
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let mut take = |name: &str| {
+        Self::from_maps(|name| {
             ebpf.take_map(name).ok_or_else(|| {
                 Error::ebpf(
                     name.to_string(),
                     io::Error::other("map missing from object"),
                 )
             })
-        };
-        let maps = [
-            take(MAP_MAPPINGS4)?,
-            take(MAP_CONNTRACK4)?,
-            take(MAP_LOCAL_ADDRS4)?,
-            take(MAP_STATS)?,
-            take(MAP_MAPPING_STATS)?,
-            take(MAP_PORTS)?,
-            take(MAP_HOT)?,
-            take(MAP_SLOTS)?,
-            take(MAP_META)?,
-        ];
-        Self::from_maps(maps)
+        })
     }
 
     /// Opens the maps pinned in a state directory, after checking they have
     /// this build's layouts.
     pub fn open(state: &StateDir) -> Result<Self> {
         check_layouts(state)?;
-        let open = |name: &str| -> Result<Map> {
+        Self::from_maps(|name| {
             let data = open_checked(state, name)?;
             Map::from_map_data(data).map_err(|e| Error::ebpf(format!("map {name}"), e))
-        };
-        let maps = [
-            open(MAP_MAPPINGS4)?,
-            open(MAP_CONNTRACK4)?,
-            open(MAP_LOCAL_ADDRS4)?,
-            open(MAP_STATS)?,
-            open(MAP_MAPPING_STATS)?,
-            open(MAP_PORTS)?,
-            open(MAP_HOT)?,
-            open(MAP_SLOTS)?,
-            open(MAP_META)?,
-        ];
-        Self::from_maps(maps)
-    }
-
-    fn from_maps(
-        [mappings, conntrack, local, stats, mstats, ports, hot, slots, meta]: [Map; 9],
-    ) -> Result<Self> {
-        let typed = |name: &str, e: aya::maps::MapError| Error::ebpf(format!("map {name}"), e);
-        Ok(Self {
-            mappings: HashMap::try_from(mappings).map_err(|e| typed(MAP_MAPPINGS4, e))?,
-            conntrack: HashMap::try_from(conntrack).map_err(|e| typed(MAP_CONNTRACK4, e))?,
-            local_addrs: HashMap::try_from(local).map_err(|e| typed(MAP_LOCAL_ADDRS4, e))?,
-            stats: PerCpuArray::try_from(stats).map_err(|e| typed(MAP_STATS, e))?,
-            mapping_stats: PerCpuArray::try_from(mstats)
-                .map_err(|e| typed(MAP_MAPPING_STATS, e))?,
-            slots: Array::try_from(slots).map_err(|e| typed(MAP_SLOTS, e))?,
-            meta: Array::try_from(meta).map_err(|e| typed(MAP_META, e))?,
-            ports: HashMap::try_from(ports).map_err(|e| typed(MAP_PORTS, e))?,
-            hot: Array::try_from(hot).map_err(|e| typed(MAP_HOT, e))?,
         })
     }
 
-    /// Every mapping in the table.
-    pub fn mapping_entries(&self) -> Vec<(MapKey<V4>, Backend<V4>)> {
-        self.mappings.iter().filter_map(|r| r.ok()).collect()
+    fn from_maps(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
+        Ok(Self {
+            v4: FamilyMaps::new(&mut get)?,
+            v6: FamilyMaps::new(&mut get)?,
+            stats: typed(MAP_STATS, PerCpuArray::try_from(get(MAP_STATS)?))?,
+            mapping_stats: typed(
+                MAP_MAPPING_STATS,
+                PerCpuArray::try_from(get(MAP_MAPPING_STATS)?),
+            )?,
+            slots: typed(MAP_SLOTS, Array::try_from(get(MAP_SLOTS)?))?,
+            meta: typed(MAP_META, Array::try_from(get(MAP_META)?))?,
+            ports: typed(MAP_PORTS, HashMap::try_from(get(MAP_PORTS)?))?,
+            hot: typed(MAP_HOT, Array::try_from(get(MAP_HOT)?))?,
+        })
     }
 
-    /// Makes `pf_local` hold exactly `addrs`.
-    pub fn sync_local_addrs(
-        &mut self,
-        addrs: &std::collections::BTreeMap<Ipv4Addr, u32>,
-    ) -> Result<()> {
-        let wanted: std::collections::BTreeMap<u32, u32> = addrs
-            .iter()
-            .map(|(a, i)| (u32::from_ne_bytes(a.octets()), *i))
-            .collect();
-        let stale: Vec<u32> = self
-            .local_addrs
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !wanted.contains_key(k))
-            .collect();
-        for k in stale {
-            let _ = self.local_addrs.remove(&k);
-        }
-        for (k, v) in wanted {
-            self.local_addrs
-                .insert(k, v, 0)
-                .map_err(|e| Error::ebpf("updating pf_local", e))?;
-        }
-        Ok(())
+    /// Makes `pf_local4` and `pf_local6` hold exactly `addrs` (address ->
+    /// interface index).
+    pub fn sync_local_addrs(&mut self, addrs: &BTreeMap<IpAddr, u32>) -> Result<()> {
+        self.v4.sync_local_addrs(addrs)?;
+        self.v6.sync_local_addrs(addrs)
     }
 
     /// Sum over CPUs of every named counter.

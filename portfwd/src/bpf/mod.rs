@@ -7,6 +7,6 @@ pub mod maps;
 pub mod stats;
 
 pub use links::{attach_cgroup_pinned, attach_pinned, detach_pinned};
-pub use load::{classifier, load, sock_addr, LOCAL_PROGRAMS};
-pub use maps::{recorded_netns_inode, Maps};
+pub use load::{classifier, load, sock_addr, BIND_PROGRAMS, LOCAL_PROGRAMS};
+pub use maps::{recorded_netns_inode, FamilyMaps, Maps};
 pub use stats::{attached_programs, stats_enabled, ProgramStats};

@@ -11,6 +11,7 @@ pub struct Args {
     /// Publish even if a host process holds the port.
     #[arg(long)]
     force: bool,
+    /// As in `attach --map` (IPv6 in brackets).
     #[arg(required = true, value_name = "SPEC")]
     specs: Vec<String>,
 }

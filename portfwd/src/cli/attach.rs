@@ -8,7 +8,8 @@ pub struct Args {
     /// The bridge the containers are on (e.g. docker0).
     bridge: String,
     /// [HOST_IP:]HOST_PORT=CONTAINER_IP:CONTAINER_PORT[/tcp|/udp]; ranges as 8000-8009=IP:8000-8009;
-    /// CONTAINER_IP may be a Docker container name or id.
+    /// IPv6 in brackets ([::1]:8080=[fd00::2]:80), both sides one family; a host port once per
+    /// family; CONTAINER_IP may be a Docker container name or id (each family it has).
     #[arg(long = "map", value_name = "SPEC")]
     maps: Vec<String>,
     /// Interface where outside clients arrive (default: those with a default route).

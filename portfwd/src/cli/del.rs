@@ -8,7 +8,8 @@ pub struct Args {
     /// Also end the flows in progress.
     #[arg(long)]
     kill: bool,
-    /// [HOST_IP:]HOST_PORT[-END][/tcp|/udp]
+    /// [HOST_IP:]HOST_PORT[-END][/tcp|/udp]: without HOST_IP both families, 0.0.0.0 or [::] one
+    /// family (every address of it), an address that mapping only
     #[arg(required = true, value_name = "PORT")]
     ports: Vec<String>,
 }

@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
-use portfwd::{ops, Error};
+use portfwd::{family::Af, ops, Error};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,8 +51,8 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
     for r in &report.rows {
         t.add_row([
             r.proto.clone(),
-            format!("{}:{}", r.host_ip, r.host_port),
-            format!("{}:{}", r.container_ip, r.container_port),
+            endpoint(&r.host_ip, r.host_port),
+            endpoint(&r.container_ip, r.container_port),
             r.bridge.clone(),
             format!("{}/{}", r.packets_in, r.packets_out),
             format!("{}/{}", r.bytes_in, r.bytes_out),
@@ -62,6 +62,24 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
     }
     align_right(&mut t, 4..8);
     let mut out = format!("{t}\n");
+    for af in [Af::V4, Af::V6] {
+        let ports: Vec<String> = report
+            .one_family
+            .iter()
+            .filter(|o| o.family == af)
+            .map(|o| format!("{}/{}", o.port, o.proto))
+            .collect();
+        if !ports.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} only: {} ({} clients of these ports are not served: there is no NAT between \
+                 IPv4 and IPv6)",
+                af.name(),
+                ports.join(" "),
+                af.other().name(),
+            );
+        }
+    }
     let counters: Vec<String> = report
         .counters
         .iter()
@@ -137,6 +155,14 @@ fn programs_stats(report: &ops::ProgramsReport, json: bool) -> String {
     align_right(&mut t, 2..5);
     let _ = writeln!(out, "{t}");
     out
+}
+
+/// `ip:port`, `[ip]:port` for IPv6 (a row's address is in its plain form).
+fn endpoint(ip: &str, port: u16) -> String {
+    match ip.parse() {
+        Ok(ip) => portfwd::family::endpoint(ip, port),
+        Err(_) => format!("{ip}:{port}"),
+    }
 }
 
 /// Numbers read best right-aligned.

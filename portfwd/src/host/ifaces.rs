@@ -1,9 +1,12 @@
 //! Interfaces and addresses of the current network namespace. Everything here
 //! asks the kernel through sockets or /proc/thread-self, never /sys, because
 //! /sys shows the namespace that mounted it, not the one we entered.
-use std::{collections::BTreeMap, ffi::CString, net::Ipv4Addr, os::fd::AsRawFd as _};
+use std::{collections::BTreeMap, ffi::CString, net::IpAddr, os::fd::AsRawFd as _};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    family::Af,
+};
 
 /// The index of `name`, or NoSuchInterface.
 pub fn ifindex(name: &str) -> Result<u32> {
@@ -78,68 +81,112 @@ pub fn mtu(name: &str) -> Result<u32> {
     Ok(mtu.max(0) as u32)
 }
 
-/// Interfaces that carry an IPv4 default route, in route-table order.
+/// Interfaces that carry a default route, in route-table order: IPv4's
+/// first, then IPv6's (reject routes and the loopback left out).
 pub fn default_route_interfaces() -> Result<Vec<String>> {
-    let table = std::fs::read_to_string("/proc/thread-self/net/route")
-        .map_err(|e| Error::io("reading /proc/thread-self/net/route", e))?;
-    let mut out = Vec::new();
-    for line in table.lines().skip(1) {
+    let read = |path: &str| {
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {path}"), e))
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |name: &str| {
+        if !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    };
+    for line in read("/proc/thread-self/net/route")?.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
-        if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" && !out.iter().any(|o| o == f[0])
-        {
-            out.push(f[0].to_string());
+        if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" {
+            push(f[0]);
+        }
+    }
+    // Absent when the kernel has no IPv6.
+    if let Ok(table) = read("/proc/thread-self/net/ipv6_route") {
+        for line in table.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Destination PrefixLen Source SrcPrefixLen NextHop Metric RefCnt Use Flags Iface
+            const RTF_REJECT: u32 = 0x0200;
+            let flags = f.get(8).and_then(|v| u32::from_str_radix(v, 16).ok());
+            if f.len() > 9
+                && f[0].bytes().all(|b| b == b'0')
+                && f[1] == "00"
+                && flags.is_some_and(|fl| fl & RTF_REJECT == 0)
+                && f[9] != "lo"
+            {
+                push(f[9]);
+            }
         }
     }
     Ok(out)
 }
 
-/// Every IPv4 address in the namespace, with the index of its interface.
-pub fn local_ipv4_addresses() -> Result<BTreeMap<Ipv4Addr, u32>> {
-    Ok(by_address(&ipv4_networks()?))
+/// Every address in the namespace that `pf_local4` / `pf_local6` hold, with
+/// the index of its interface (see `networks`).
+pub fn local_addresses() -> Result<BTreeMap<IpAddr, u32>> {
+    Ok(by_address(&networks()?))
 }
 
-/// Address -> interface index, the form `pf_local` holds.
-pub fn by_address(networks: &[Network]) -> BTreeMap<Ipv4Addr, u32> {
+/// Address -> interface index, the form `pf_local4` and `pf_local6` hold.
+pub fn by_address(networks: &[Network]) -> BTreeMap<IpAddr, u32> {
     networks.iter().map(|n| (n.addr, n.ifindex)).collect()
 }
 
-/// An IPv4 address with its prefix and interface.
+/// An address with its prefix length and interface.
 #[derive(Clone, Copy, Debug)]
 pub struct Network {
-    pub addr: Ipv4Addr,
-    pub netmask: Ipv4Addr,
+    pub addr: IpAddr,
+    pub prefix: u8,
     pub ifindex: u32,
 }
 
 impl Network {
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let m = u32::from(self.netmask);
-        u32::from(self.addr) & m == u32::from(ip) & m
+    /// True if `ip` is in this network's subnet (and family).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| -> u128 {
+            match a {
+                IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
+                IpAddr::V6(v6) => u128::from(v6),
+            }
+        };
+        if Af::of(ip) != Af::of(self.addr) {
+            return false;
+        }
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        let prefix = u32::from(self.prefix).min(width);
+        let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+        bits(self.addr) & mask == bits(ip) & mask
     }
 }
 
-/// Every IPv4 address in the namespace with its netmask and interface: one
-/// RTM_GETADDR dump for AF_INET (getifaddrs would also dump every link with
-/// its statistics, and each if_nametoindex costs a socket and an ioctl).
-pub fn ipv4_networks() -> Result<Vec<Network>> {
+/// True for IPv6 link-local addresses (fe80::/10): every interface has one,
+/// they need a scope to be reached, and portfwd leaves them alone.
+pub fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// Every IPv4 and IPv6 address in the namespace with its prefix and
+/// interface, IPv6 link-local ones left out: one RTM_GETADDR dump for both
+/// families (getifaddrs would also dump every link with its statistics, and
+/// each if_nametoindex costs a socket and an ioctl).
+pub fn networks() -> Result<Vec<Network>> {
     const RTM_GETADDR: u16 = 22;
     const RTM_NEWADDR: u16 = 20;
     const IFA_ADDRESS: u16 = 1;
     const IFA_LOCAL: u16 = 2;
     const IFADDRMSG: usize = 8;
-    // ifaddrmsg { family = AF_INET, the rest 0 }.
-    let mut req = [0u8; IFADDRMSG];
-    req[0] = libc::AF_INET as u8;
+    // ifaddrmsg { family = AF_UNSPEC: every family, the rest 0 }.
+    let req = [0u8; IFADDRMSG];
     let mut out = Vec::new();
     crate::host::netlink::dump(libc::NETLINK_ROUTE, RTM_GETADDR, &req, |kind, msg| {
         if kind != RTM_NEWADDR || msg.len() < IFADDRMSG {
             return;
         }
-        let prefix = u32::from(msg[1]).min(32);
+        let family = i32::from(msg[0]);
+        let prefix = msg[1];
         let ifindex = u32::from_ne_bytes(msg[4..8].try_into().unwrap());
         // IFA_LOCAL is the interface's own address (it differs from
-        // IFA_ADDRESS, the peer, on point-to-point links).
+        // IFA_ADDRESS, the peer, on point-to-point links; IPv6 has only
+        // IFA_ADDRESS unless there is a peer).
         let (mut local, mut address) = (None, None);
         let mut a = IFADDRMSG;
         while a + 4 <= msg.len() {
@@ -148,29 +195,65 @@ pub fn ipv4_networks() -> Result<Vec<Network>> {
             if alen < 4 || a + alen > msg.len() {
                 break;
             }
-            if alen == 8 {
-                let ip = Ipv4Addr::new(msg[a + 4], msg[a + 5], msg[a + 6], msg[a + 7]);
-                match atype {
-                    IFA_LOCAL => local = Some(ip),
-                    IFA_ADDRESS => address = Some(ip),
-                    _ => {}
-                }
+            let data = &msg[a + 4..a + alen];
+            let ip = match (family, data.len()) {
+                (libc::AF_INET, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(data).unwrap())),
+                (libc::AF_INET6, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(data).unwrap())),
+                _ => None,
+            };
+            match (atype, ip) {
+                (IFA_LOCAL, Some(ip)) => local = Some(ip),
+                (IFA_ADDRESS, Some(ip)) => address = Some(ip),
+                _ => {}
             }
             a += (alen + 3) & !3;
         }
-        if let Some(addr) = local.or(address) {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
+        if let Some(addr) = local.or(address).filter(|ip| !is_link_local(*ip)) {
             out.push(Network {
                 addr,
-                netmask: Ipv4Addr::from(mask),
+                prefix,
                 ifindex,
             });
         }
     })
     .map_err(|e| Error::io("RTM_GETADDR", e))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(cidr: &str) -> Network {
+        let (addr, prefix) = cidr.split_once('/').unwrap();
+        Network {
+            addr: addr.parse().unwrap(),
+            prefix: prefix.parse().unwrap(),
+            ifindex: 1,
+        }
+    }
+
+    #[test]
+    fn subnets_of_both_families() {
+        let v4 = net("172.30.0.1/16");
+        assert!(v4.contains("172.30.9.9".parse().unwrap()));
+        assert!(!v4.contains("172.31.0.1".parse().unwrap()));
+        assert!(!v4.contains("::ffff:172.30.0.2".parse().unwrap()));
+        let v6 = net("fd00:30::1/64");
+        assert!(v6.contains("fd00:30::15".parse().unwrap()));
+        assert!(!v6.contains("fd00:31::15".parse().unwrap()));
+        assert!(!v6.contains("172.30.0.2".parse().unwrap()));
+        assert!(net("0.0.0.0/0").contains("1.2.3.4".parse().unwrap()));
+        assert!(net("::/0").contains("2001:db8::1".parse().unwrap()));
+        assert!(net("fd00::1/128").contains("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn link_local_is_recognised() {
+        assert!(is_link_local("fe80::1".parse().unwrap()));
+        assert!(is_link_local("febf::1".parse().unwrap()));
+        assert!(!is_link_local("fec0::1".parse().unwrap()));
+        assert!(!is_link_local("::1".parse().unwrap()));
+        assert!(!is_link_local("169.254.0.1".parse().unwrap()));
+    }
 }

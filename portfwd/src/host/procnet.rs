@@ -3,14 +3,29 @@
 //! state filter (so the cost follows the number of listeners, not of every
 //! connection and TIME_WAIT socket as /proc/net/tcp would), and the
 //! processes that own them.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::spec::{HostPort, Proto};
 
 struct Socket {
-    addr: Option<Ipv4Addr>,
+    /// The address it is bound to, as a host port's: an IPv4-mapped one as
+    /// IPv4. `::` may also take IPv4 (a dual-stack socket): it holds
+    /// `0.0.0.0` as well.
+    addr: IpAddr,
     port: u16,
     inode: u64,
+}
+
+impl Socket {
+    fn holds(&self, host: &HostPort) -> bool {
+        let dual = self.addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && host.addr.is_ipv4();
+        self.port == host.port
+            && (dual
+                || (self.addr.is_ipv4() == host.addr.is_ipv4()
+                    && (self.addr.is_unspecified()
+                        || host.is_wildcard()
+                        || self.addr == host.addr)))
+    }
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -52,23 +67,17 @@ fn dump(family: u8, ipproto: u8, states: u32, out: &mut Vec<Socket>) -> std::io:
             let port = u16::from_be_bytes([msg[MSG_SPORT], msg[MSG_SPORT + 1]]);
             let src = &msg[MSG_SRC..MSG_SRC + 16];
             let addr = if family == libc::AF_INET as u8 {
-                Some(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
-            } else if src.iter().all(|b| *b == 0) {
-                // "::" also takes IPv4 on a dual-stack socket.
-                Some(Ipv4Addr::UNSPECIFIED)
-            } else if src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff {
-                Some(Ipv4Addr::new(src[12], src[13], src[14], src[15]))
+                IpAddr::V4(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
             } else {
-                None
+                let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(src).unwrap());
+                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
             };
             let inode = u32::from_ne_bytes(msg[MSG_INODE..MSG_INODE + 4].try_into().unwrap());
-            if let Some(addr) = addr {
-                out.push(Socket {
-                    addr: (!addr.is_unspecified()).then_some(addr),
-                    port,
-                    inode: inode.into(),
-                });
-            }
+            out.push(Socket {
+                addr,
+                port,
+                inode: inode.into(),
+            });
         },
     )
 }
@@ -99,7 +108,7 @@ fn owner(inode: u64) -> Option<String> {
 }
 
 /// The first of `hosts` that a socket in this namespace holds (same port and
-/// protocol, overlapping address), with who holds it.
+/// protocol, overlapping address of the family), with who holds it.
 pub fn first_held<'a>(hosts: impl IntoIterator<Item = &'a HostPort>) -> Option<(HostPort, String)> {
     let hosts: Vec<&HostPort> = hosts.into_iter().collect();
     // Dump only the protocols asked about.
@@ -113,13 +122,46 @@ pub fn first_held<'a>(hosts: impl IntoIterator<Item = &'a HostPort>) -> Option<(
     let (tcp, udp) = (dump_if(Proto::Tcp), dump_if(Proto::Udp));
     for host in hosts {
         let socks = if host.proto == Proto::Tcp { &tcp } else { &udp };
-        let held = socks.iter().find(|s| {
-            s.port == host.port && (s.addr.is_none() || host.addr.is_none() || s.addr == host.addr)
-        });
+        let held = socks.iter().find(|s| s.holds(host));
         if let Some(s) = held {
             let who = owner(s.inode).unwrap_or_else(|| format!("a socket (inode {})", s.inode));
             return Some((*host, who));
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sock(addr: &str) -> Socket {
+        Socket {
+            addr: addr.parse().unwrap(),
+            port: 80,
+            inode: 1,
+        }
+    }
+
+    fn host(spec: &str) -> HostPort {
+        let spec: crate::spec::Spec = spec.parse().unwrap();
+        spec.mappings[0].host
+    }
+
+    #[test]
+    fn sockets_hold_ports_of_their_family() {
+        let v4_any = host("80=10.0.0.2:80");
+        let v6_any = host("80=[fd00::2]:80");
+        let v6_lo = host("[::1]:80=[fd00::2]:80");
+        let v4_lo = host("127.0.0.1:80=10.0.0.2:80");
+        assert!(sock("0.0.0.0").holds(&v4_any) && sock("0.0.0.0").holds(&v4_lo));
+        assert!(!sock("0.0.0.0").holds(&v6_any));
+        // A dual-stack wildcard holds both families.
+        assert!(sock("::").holds(&v4_any) && sock("::").holds(&v6_lo));
+        assert!(sock("::1").holds(&v6_lo) && sock("::1").holds(&v6_any));
+        assert!(!sock("::1").holds(&v4_any));
+        assert!(!sock("fd00::9").holds(&v6_lo));
+        // An IPv4-mapped address is read as IPv4 (see `dump`).
+        assert!(sock("127.0.0.1").holds(&v4_lo) && !sock("127.0.0.1").holds(&v6_lo));
+    }
 }

@@ -2,7 +2,7 @@
 //! interfaces, socket hooks on a cgroup, and the first mappings.
 use std::path::PathBuf;
 
-use portfwd_common::{PROG_BIND4, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
+use portfwd_common::{PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
 
 use crate::{
     bpf,
@@ -157,7 +157,7 @@ fn attach_in(
 ) -> Result<()> {
     let mut ebpf = bpf::load(Some(state))?;
     let mut maps = bpf::Maps::open(state)?;
-    maps.sync_local_addrs(&ifaces::local_ipv4_addresses()?)?;
+    maps.sync_local_addrs(&ifaces::local_addresses()?)?;
     table::rebuild_ports(&mut maps)?;
     table::rebuild_slots(&mut maps)?;
     table::add(&mut maps, mappings, bridge_index, true)?;
@@ -172,8 +172,10 @@ fn attach_in(
         bpf::attach_pinned(prog, name, &state.external_link(*index))?;
     }
 
-    let prog = bpf::sock_addr(&mut ebpf, PROG_BIND4)?;
-    bpf::attach_cgroup_pinned(prog, cgroup, &state.cgroup_link(PROG_BIND4))?;
+    for name in bpf::BIND_PROGRAMS {
+        let prog = bpf::sock_addr(&mut ebpf, name)?;
+        bpf::attach_cgroup_pinned(prog, cgroup, &state.cgroup_link(name))?;
+    }
     for name in bpf::LOCAL_PROGRAMS {
         let pin = state.cgroup_link(name);
         if req.no_local {

@@ -1,10 +1,15 @@
-//! The conntrack entries, one row per flow.
-use std::net::Ipv4Addr;
-
-use portfwd_common::{CT_DIR_FORWARD, CT_F_ACK, CT_F_CLOSING, CT_F_KILL, PROTO_TCP};
+//! The conntrack entries of both families, one row per flow; addresses in
+//! their usual text forms (`[..]:port` for IPv6).
+use portfwd_common::{CT_DIR_FORWARD, CT_F_ACK, CT_F_CLOSING, CT_F_KILL, PROTO_TCP, V4, V6};
 use serde::Serialize;
 
-use crate::{bpf::Maps, error::Result, spec::Proto, table};
+use crate::{
+    bpf::Maps,
+    error::Result,
+    family::{endpoint, Family},
+    spec::Proto,
+    table,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Flow {
@@ -23,22 +28,24 @@ pub struct Flow {
     pub bytes_out: u64,
 }
 
-fn endpoint(addr_be: u32, port_be: u16) -> String {
-    format!(
-        "{}:{}",
-        Ipv4Addr::from(addr_be.to_ne_bytes()),
-        u16::from_be(port_be)
-    )
-}
-
+/// Both families' flows, by host side then client.
 pub fn collect(maps: &Maps) -> Vec<Flow> {
     let now = super::monotonic_ns();
     let mut out = Vec::new();
-    for (key, e) in maps.conntrack.iter().filter_map(|r| r.ok()) {
+    collect_in::<V4>(maps, now, &mut out);
+    collect_in::<V6>(maps, now, &mut out);
+    out.sort_by(|a, b| (&a.host, &a.client).cmp(&(&b.host, &b.client)));
+    out
+}
+
+fn collect_in<A: Family>(maps: &Maps, now: u64, out: &mut Vec<Flow>) {
+    let endpoint = |addr: A, port_be: u16| endpoint(addr.to_ip(), u16::from_be(port_be));
+    let conntrack = &A::maps(maps).conntrack;
+    for (key, e) in conntrack.iter().filter_map(|r| r.ok()) {
         if e.dir != CT_DIR_FORWARD || e.expires_ns <= now {
             continue;
         }
-        let reply = maps.conntrack.get(&table::reply_key(&key, &e), 0).ok();
+        let reply = conntrack.get(&table::reply_key(&key, &e), 0).ok();
         let state = if key.proto != PROTO_TCP {
             "active"
         } else if e.flags & CT_F_KILL != 0 {
@@ -67,8 +74,6 @@ pub fn collect(maps: &Maps) -> Vec<Flow> {
             bytes_out: reply.map_or(0, |r| r.bytes),
         });
     }
-    out.sort_by(|a, b| (&a.host, &a.client).cmp(&(&b.host, &b.client)));
-    out
 }
 
 #[derive(Clone, Debug, Default)]

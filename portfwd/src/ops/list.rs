@@ -1,13 +1,17 @@
-//! The mapping table with the kernel's counters, one row per mapping.
-use std::net::Ipv4Addr;
+//! The mapping table with the kernel's counters, one row per mapping, both
+//! families (addresses in their usual text forms; `host_ip` of a wildcard is
+//! `0.0.0.0` or `::`).
+use std::collections::{BTreeMap, BTreeSet};
 
-use portfwd_common::{CT_DIR_FORWARD, CT_F_CLOSING};
+use portfwd_common::{CT_DIR_FORWARD, CT_F_CLOSING, V4, V6};
 use serde::Serialize;
 
 use crate::{
     bpf::{self, Maps, ProgramStats},
     error::Result,
+    family::{Af, Family},
     host::ifaces,
+    spec::{HostPort, Proto},
     state::StateDir,
     table,
 };
@@ -33,45 +37,35 @@ pub struct Row {
     pub active_flows: u64,
 }
 
-/// How full the conntrack map is: live entries (both directions of every
-/// flow) of its capacity; the LRU evicts the least recently used when full.
+/// How full the conntrack maps are: live entries (both directions of every
+/// flow) of their capacity, both families together (each family's map has
+/// `CONNTRACK_MAX`); an LRU evicts its least recently used when full.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct ConntrackUse {
     pub entries: u64,
     pub capacity: u64,
 }
 
-/// The rows, and how full conntrack is (from one pass over it).
+/// The rows of both families, and how full conntrack is (from one pass over
+/// each family's).
 pub fn rows(maps: &Maps) -> (Vec<Row>, ConntrackUse) {
     let now = super::monotonic_ns();
-    let entries: Vec<_> = maps
-        .conntrack
-        .iter()
-        .filter_map(|r| r.ok())
-        .filter(|(_, e)| e.expires_ns > now)
-        .collect();
-    let usage = ConntrackUse {
-        entries: entries.len() as u64,
-        capacity: u64::from(portfwd_common::CONNTRACK_MAX),
-    };
-    let live: Vec<_> = entries
-        .into_iter()
-        .filter(|(_, e)| e.dir == CT_DIR_FORWARD && e.flags & CT_F_CLOSING == 0)
-        .collect();
+    let mut usage = ConntrackUse::default();
+    let mut active = BTreeMap::new();
+    live_flows::<V4>(maps, now, &mut usage, &mut active);
+    live_flows::<V6>(maps, now, &mut usage, &mut active);
     let rows = table::entries(maps)
         .into_iter()
-        .map(|(host, b)| {
+        .map(|(host, t)| {
             let s = table::mapping_stats(maps, &host);
-            let key = host.key();
-            let active = live.iter().filter(|(k, e)| e.mapping_key(k) == key).count() as u64;
             Row {
                 proto: host.proto.to_string(),
-                host_ip: host.addr.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),
+                host_ip: host.addr.to_string(),
                 host_port: host.port,
-                container_ip: Ipv4Addr::from(b.addr_be.to_ne_bytes()).to_string(),
-                container_port: u16::from_be(b.port_be),
-                bridge: ifaces::ifname(b.bridge_ifindex)
-                    .unwrap_or_else(|| format!("#{}", b.bridge_ifindex)),
+                container_ip: t.addr.to_string(),
+                container_port: t.port,
+                bridge: ifaces::ifname(t.bridge_ifindex)
+                    .unwrap_or_else(|| format!("#{}", t.bridge_ifindex)),
                 packets: s.fwd_packets + s.rev_packets,
                 bytes: s.fwd_bytes + s.rev_bytes,
                 packets_in: s.fwd_packets,
@@ -79,11 +73,33 @@ pub fn rows(maps: &Maps) -> (Vec<Row>, ConntrackUse) {
                 packets_out: s.rev_packets,
                 bytes_out: s.rev_bytes,
                 connections: s.connections,
-                active_flows: active,
+                active_flows: active.get(&host).copied().unwrap_or(0),
             }
         })
         .collect();
     (rows, usage)
+}
+
+/// Counts family `A`'s live conntrack entries into `usage`, and its live,
+/// not closing flows per mapping into `active`.
+fn live_flows<A: Family>(
+    maps: &Maps,
+    now: u64,
+    usage: &mut ConntrackUse,
+    active: &mut BTreeMap<HostPort, u64>,
+) {
+    usage.capacity += u64::from(portfwd_common::CONNTRACK_MAX);
+    for (k, e) in A::maps(maps).conntrack.iter().filter_map(|r| r.ok()) {
+        if e.expires_ns <= now {
+            continue;
+        }
+        usage.entries += 1;
+        if e.dir == CT_DIR_FORWARD && e.flags & CT_F_CLOSING == 0 {
+            if let Some(host) = HostPort::from_key(&e.mapping_key(&k)) {
+                *active.entry(host).or_default() += 1;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -111,6 +127,9 @@ pub struct ListReport {
     /// The datapath's counters by name, summed over CPUs, zeros included.
     pub counters: Vec<(&'static str, u64)>,
     pub conntrack: ConntrackUse,
+    /// Ports published in one family only, in port order: the datapath does
+    /// no NAT between families, so clients of the other family are not served.
+    pub one_family: Vec<OneFamily>,
     /// With `programs` asked: the attached programs' statistics.
     pub programs: Option<ProgramsReport>,
     /// State of other namespaces that no longer existed, removed first.
@@ -127,6 +146,7 @@ pub fn list(req: &ListRequest) -> Result<ListReport> {
         });
     };
     let (rows, conntrack) = rows(&maps);
+    let one_family = one_family(&maps);
     let programs = if req.programs {
         Some(ProgramsReport {
             bpf_stats_enabled: bpf::stats_enabled(),
@@ -140,7 +160,41 @@ pub fn list(req: &ListRequest) -> Result<ListReport> {
         rows,
         counters: maps.counters(),
         conntrack,
+        one_family,
         programs,
         dead_namespaces,
     })
+}
+
+/// A port (and protocol) published for one family only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OneFamily {
+    pub proto: Proto,
+    pub port: u16,
+    /// The family it is published in.
+    pub family: Af,
+}
+
+fn one_family(maps: &Maps) -> Vec<OneFamily> {
+    let mut families: BTreeMap<(u16, Proto), BTreeSet<Af>> = BTreeMap::new();
+    for host in table::entries(maps).into_keys() {
+        families
+            .entry((host.port, host.proto))
+            .or_default()
+            .insert(host.af());
+    }
+    families
+        .into_iter()
+        .filter_map(|((port, proto), afs)| {
+            let mut afs = afs.into_iter();
+            match (afs.next(), afs.next()) {
+                (Some(family), None) => Some(OneFamily {
+                    proto,
+                    port,
+                    family,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
 }

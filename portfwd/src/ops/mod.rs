@@ -28,7 +28,7 @@ pub use attach::{attach, AttachReport, AttachRequest, MtuMismatch};
 pub use del::{del, DelReport, DelRequest};
 pub use detach::{detach, DetachReport, DetachRequest, Detached};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
-pub use list::{list, ListReport, ListRequest, ProgramsReport, Row};
+pub use list::{list, ListReport, ListRequest, OneFamily, ProgramsReport, Row};
 pub use reap::DeadNamespace;
 pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};
 
@@ -60,8 +60,9 @@ fn check_specs(specs: &[SpecTemplate]) -> Result<()> {
 
 /// Step 5: the mappings of `specs`, each container name resolved once
 /// through the Docker engine (which is asked only if a SPEC names a
-/// container). A container on several networks is taken at its address on
-/// one of `bridges` when it has one there.
+/// container) to its addresses on one network, one mapping per family it
+/// has there. A container on several networks is taken at its addresses on
+/// one of `bridges` when it has some there.
 fn resolve_specs(
     specs: &[SpecTemplate],
     bridges: impl FnOnce() -> Vec<String>,
@@ -74,11 +75,11 @@ fn resolve_specs(
     };
     let mut all = Vec::new();
     for spec in specs {
-        let ip = match &spec.container {
-            Container::Ip(ip) => *ip,
-            Container::Name(name) => addrs[name],
+        let ips = match &spec.container {
+            Container::Ip(ip) => vec![*ip],
+            Container::Name(name) => addrs[name].clone(),
         };
-        all.extend(spec.resolve(ip)?.mappings);
+        all.extend(spec.resolve(&ips)?.mappings);
     }
     Ok(all)
 }
@@ -100,7 +101,7 @@ fn attached_bridges() -> Vec<String> {
 pub(crate) struct Attached {
     pub state: StateDir,
     pub maps: Maps,
-    /// The namespace's IPv4 addresses, as read for this command.
+    /// The namespace's addresses, as read for this command.
     pub networks: Vec<ifaces::Network>,
     _lock: Lock,
 }
@@ -113,7 +114,7 @@ pub(crate) fn open_attached() -> Result<Attached> {
     let lock = table::lock(&state)?;
     let mut maps = Maps::open(&state)?;
     // Every change also refreshes the host addresses (see `watch`).
-    let networks = ifaces::ipv4_networks()?;
+    let networks = ifaces::networks()?;
     maps.sync_local_addrs(&ifaces::by_address(&networks))?;
     Ok(Attached {
         state,

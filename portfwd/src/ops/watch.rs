@@ -1,5 +1,6 @@
-//! `watch`: keeps the map of host addresses current as addresses
-//! come and go, by following rtnetlink's IPv4 address notifications.
+//! `watch`: keeps the maps of host addresses (`pf_local4`, `pf_local6`)
+//! current as addresses come and go, by following rtnetlink's IPv4 and IPv6
+//! address notifications.
 //!
 //! Every portfwd command already re-reads the addresses; `watch` is for hosts
 //! whose addresses change between commands (DHCP, hotplug). It holds no
@@ -14,8 +15,10 @@ use crate::{
     state::StateDir,
 };
 
-/// RTMGRP_IPV4_IFADDR: multicast group of IPv4 address changes.
+/// RTMGRP_IPV4_IFADDR and RTMGRP_IPV6_IFADDR: the multicast groups of
+/// address changes.
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 
 fn subscribe() -> Result<std::os::fd::OwnedFd> {
     let sock = crate::host::netlink::socket(libc::NETLINK_ROUTE)
@@ -23,7 +26,7 @@ fn subscribe() -> Result<std::os::fd::OwnedFd> {
     // SAFETY: sockaddr_nl is plain data; zero is valid.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as u16;
-    addr.nl_groups = RTMGRP_IPV4_IFADDR;
+    addr.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
     // SAFETY: bind with a properly sized sockaddr_nl.
     let rc = unsafe {
         libc::bind(
@@ -66,7 +69,8 @@ pub struct WatchRequest {
 /// What `watch` tells while it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// The first sync is done: the map holds this many host addresses.
+    /// The first sync is done: the maps hold this many host addresses
+    /// (both families).
     Tracking { addresses: usize },
     /// The state of another namespace, which no longer existed, was removed
     /// (at the start, then every `REAP_EVERY`).
@@ -109,7 +113,7 @@ pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result
     let sock = subscribe()?;
     let sync = || -> Result<usize> {
         let mut maps = Maps::open(&state)?;
-        let addrs = ifaces::local_ipv4_addresses()?;
+        let addrs = ifaces::local_addresses()?;
         maps.sync_local_addrs(&addrs)?;
         Ok(addrs.len())
     };
