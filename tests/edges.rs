@@ -158,26 +158,7 @@ fn a_download_through_an_uplink_smaller_than_the_bridge_completes() {
     // forgotten first: the reference, side by side.
     net.topo.containers[0].ip(&["route", "flush", "cache"]);
     host.sysctl("net.ipv4.ip_forward", "1");
-    let out = host.exec(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-p",
-        "tcp",
-        "--dport",
-        "9090",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        "172.30.0.10:80",
-    ]);
-    assert!(
-        out.status.success(),
-        "iptables: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    iptables_dnat(host, "tcp", 9090, "172.30.0.10:80");
     let started = Instant::now();
     let reference = download(
         &net.far.name,
@@ -259,26 +240,7 @@ fn large_udp_datagrams_cross_an_uplink_smaller_than_the_bridge() {
     net.topo
         .attach_with(&["5353=172.30.0.10:53/udp"], &["--external", "h1"]);
     net.topo.host.sysctl("net.ipv4.ip_forward", "1");
-    let out = net.topo.host.exec(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-p",
-        "udp",
-        "--dport",
-        "9053",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        "172.30.0.10:53",
-    ]);
-    assert!(
-        out.status.success(),
-        "iptables: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    iptables_dnat(&net.topo.host, "udp", 9053, "172.30.0.10:53");
     let sizes = [100usize, 4000, 4000, 4000, 1473, 2961, 8000, 20_000];
     let mut whole = [0usize; 2];
     let mut lost = Vec::new();
@@ -451,27 +413,8 @@ fn iptables_dnat_and_portfwd_onto_one_container_port_alternate_cleanly() {
     let stop = Arc::new(AtomicBool::new(false));
     let server = http_server_until(&topo.containers[0].name, 80, "web", stop.clone());
     topo.host.sysctl("net.ipv4.ip_forward", "1");
-    for port in ["9090", "9091"] {
-        let out = topo.host.exec(&[
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-p",
-            "tcp",
-            "--dport",
-            port,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            "172.30.0.10:80",
-        ]);
-        assert!(
-            out.status.success(),
-            "iptables: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for port in [9090, 9091] {
+        iptables_dnat(&topo.host, "tcp", port, "172.30.0.10:80");
     }
     topo.client
         .sysctl("net.ipv4.ip_local_port_range", "40000 41999");
@@ -726,4 +669,30 @@ fn syn_flood(
         }
     }
     sent
+}
+
+/// Adds the kernel's NAT for `port`/`proto` in `host` to `to`, the
+/// reference path a test runs beside portfwd's.
+fn iptables_dnat(host: &Netns, proto: &str, port: u16, to: &str) {
+    let port = port.to_string();
+    let out = host.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-p",
+        proto,
+        "--dport",
+        &port,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        to,
+    ]);
+    assert!(
+        out.status.success(),
+        "iptables: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
