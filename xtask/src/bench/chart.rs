@@ -43,8 +43,10 @@ pub fn chart(results: &Results, modes: &[Mode], png: &Path, caption: &str) -> Re
         let Some(by_mode) = results.get(path).and_then(|p| p.get(metric)) else {
             continue;
         };
+        // IPv4 modes only: nine bars do not fit a panel (IPv6 is in the tables).
         let bars: Vec<(&str, f64)> = modes
             .iter()
+            .filter(|m| !m.fwd.ipv6())
             .filter_map(|m| Some((m.name(), median(by_mode.get(m.name())?))))
             .collect();
         let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.2;

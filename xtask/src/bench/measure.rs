@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{
     modes::{docker_proxy_bin, Target, MODES},
-    rig::{in_ns, output, Client, Rig, HOST_IP, WEB_IP},
+    rig::{host_port, in_ns, output, Client, Rig, HOST_IP, WEB_IP},
 };
 
 /// Ports the bench's table-size part fills with mappings / rules (clear of
@@ -93,7 +93,7 @@ impl Rig {
                 v["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0),
             ));
         }
-        let url = format!("http://{addr}:{http}/");
+        let url = format!("http://{}/", host_port(addr, http));
         let mut c = self.client_cmd(client, "wrk")?;
         c.args([
             "-t",

@@ -40,7 +40,8 @@ use crate::cmd::{capture, run};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Comma-separated modes (default: all): direct,portfwd,iptables,nftables,docker-proxy,socat
+    /// Comma-separated modes (default: all): direct,portfwd,iptables,nftables,docker-proxy,socat,
+    /// and over IPv6 direct6,portfwd6,ip6tables
     #[arg(long)]
     modes: Option<String>,
     /// Rounds over all modes.

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::PathBuf, process::Command};
 
 use anyhow::{anyhow, Result};
 
-use super::rig::{output, wait_port, Rig, BRIDGE, HOST_IP, WEB_IP};
+use super::rig::{output, wait_port, Rig, BRIDGE, HOST_IP, HOST_IP6, WEB_IP, WEB_IP6};
 use crate::cmd::which;
 
 /// (address, http port, iperf3 port) a client connects to.
@@ -38,9 +38,32 @@ pub trait Forwarder: Sync {
     fn publishes(&self) -> bool {
         true
     }
+    /// Whether the mode's clients and container speak IPv6 (its rows are
+    /// reported in tables of their own, against the IPv6 peers).
+    fn ipv6(&self) -> bool {
+        false
+    }
     /// Publishes the mode's ports on the rig, forwarding to `to`.
     fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()>;
 }
+
+/// The modes a family's portfwd figures are compared with, by name.
+pub struct Peers {
+    pub portfwd: &'static str,
+    pub direct: &'static str,
+    pub netfilter: &'static str,
+}
+
+pub const PEERS_V4: Peers = Peers {
+    portfwd: "portfwd",
+    direct: "direct",
+    netfilter: "iptables",
+};
+pub const PEERS_V6: Peers = Peers {
+    portfwd: "portfwd6",
+    direct: "direct6",
+    netfilter: "ip6tables",
+};
 
 /// A way to reach the container: where remote and host-local clients connect.
 ///
@@ -58,7 +81,7 @@ pub struct Mode {
     pub fwd: &'static dyn Forwarder,
 }
 
-pub const MODES: [Mode; 6] = [
+pub const MODES: [Mode; 9] = [
     Mode {
         index: 0,
         fwd: &Direct,
@@ -83,7 +106,22 @@ pub const MODES: [Mode; 6] = [
         index: 5,
         fwd: &Socat,
     },
+    Mode {
+        index: DIRECT6,
+        fwd: &Direct6,
+    },
+    Mode {
+        index: 7,
+        fwd: &Portfwd6,
+    },
+    Mode {
+        index: 8,
+        fwd: &Ip6tables,
+    },
 ];
+
+/// The index of the IPv6 direct mode, whose target is its own backend.
+const DIRECT6: u16 = 6;
 
 impl Mode {
     pub fn name(&self) -> &'static str {
@@ -163,8 +201,66 @@ impl Forwarder for Portfwd {
         (HOST_IP, PORTFWD_HTTP, PORTFWD_IPERF)
     }
     fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
-        rig.attach_portfwd(&rig.portfwd.clone(), to)
+        rig.publish_portfwd(&portfwd_maps(WEB_IP, to))
     }
+}
+
+/// The routed IPv6 path to the container's own address.
+pub struct Direct6;
+
+impl Forwarder for Direct6 {
+    fn name(&self) -> &'static str {
+        "direct6"
+    }
+    fn remote(&self) -> Target {
+        (WEB_IP6, 80 + DIRECT6, 5201 + DIRECT6)
+    }
+    fn local(&self) -> Option<Target> {
+        Some(self.remote())
+    }
+    fn publishes(&self) -> bool {
+        false
+    }
+    fn ipv6(&self) -> bool {
+        true
+    }
+    fn setup(&self, _rig: &mut Rig, _to: Backend) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// portfwd's IPv6 mappings: the same host ports as its IPv4 ones (one port
+/// per family, as `docker run -p` publishes on 0.0.0.0 and [::]).
+pub struct Portfwd6;
+
+impl Forwarder for Portfwd6 {
+    fn name(&self) -> &'static str {
+        "portfwd6"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP6, PORTFWD_HTTP, PORTFWD_IPERF)
+    }
+    /// The host's IPv6 address, as for ip6tables (which cannot DNAT [::1]).
+    fn local(&self) -> Option<Target> {
+        Some(self.remote())
+    }
+    fn ipv6(&self) -> bool {
+        true
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        rig.publish_portfwd(&portfwd_maps(&format!("[{WEB_IP6}]"), to))
+    }
+}
+
+/// `--map` values publishing the portfwd modes' host ports onto `to` at
+/// `container` (an IPv4 address or a bracketed IPv6 one).
+fn portfwd_maps(container: &str, to: Backend) -> Vec<String> {
+    let (h, i) = (to.http, to.iperf);
+    vec![
+        format!("{PORTFWD_HTTP}={container}:{h}"),
+        format!("{PORTFWD_IPERF}={container}:{i}"),
+        format!("{PORTFWD_IPERF}={container}:{i}/udp"),
+    ]
 }
 
 /// iptables DNAT as Docker writes it, with hairpin MASQUERADE.
@@ -178,20 +274,71 @@ impl Forwarder for Iptables {
         (HOST_IP, 9080, 9201)
     }
     fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
-        let mut s = String::new();
-        for (from, to) in [(9080, to.http), (9201, to.iperf)] {
-            for proto in ["tcp", "udp"] {
-                let _ = write!(s, "iptables -t nat -A PREROUTING -d {HOST_IP} -p {proto} --dport {from} -j DNAT --to-destination {WEB_IP}:{to} && ");
-                let _ = write!(s, "iptables -t nat -A OUTPUT -d 127.0.0.1 -p {proto} --dport {from} -j DNAT --to-destination {WEB_IP}:{to} && ");
+        rig.host_sh(&netfilter_rules(
+            "iptables",
+            (HOST_IP, "127.0.0.1"),
+            WEB_IP,
+            "172.29.0.0/16",
+            to,
+        ))
+    }
+}
+
+/// ip6tables DNAT as Docker writes it for IPv6 (no rule for [::1]: the
+/// kernel does not route a packet from ::1 off the host, which is why Docker
+/// keeps docker-proxy for it; host-local clients use the host's address).
+pub struct Ip6tables;
+
+impl Forwarder for Ip6tables {
+    fn name(&self) -> &'static str {
+        "ip6tables"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP6, 9080, 9201)
+    }
+    fn local(&self) -> Option<Target> {
+        Some(self.remote())
+    }
+    fn ipv6(&self) -> bool {
+        true
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        rig.host_sh(&netfilter_rules(
+            "ip6tables",
+            (HOST_IP6, HOST_IP6),
+            &format!("[{WEB_IP6}]"),
+            "fd29::/64",
+            to,
+        ))
+    }
+}
+
+/// The DNAT rules of the (ip|ip6)tables modes, from host ports 9080 (http)
+/// and 9201 (iperf3) onto `to` at `container`: PREROUTING for `remote`, OUTPUT
+/// for `local` (host-local clients), MASQUERADE for host-sourced and hairpin
+/// (a container of `bridge_net` through the host address: the container's
+/// reply must come back through the host, as with portfwd's source NAT).
+fn netfilter_rules(
+    cmd: &str,
+    (remote, local): (&str, &str),
+    container: &str,
+    bridge_net: &str,
+    to: Backend,
+) -> String {
+    let mut s = String::new();
+    for (from, to) in [(9080, to.http), (9201, to.iperf)] {
+        for proto in ["tcp", "udp"] {
+            for (chain, dst) in [("PREROUTING", remote), ("OUTPUT", local)] {
+                let _ = write!(s, "{cmd} -t nat -A {chain} -d {dst} -p {proto} --dport {from} -j DNAT --to-destination {container}:{to} && ");
             }
         }
-        s.push_str("iptables -t nat -A POSTROUTING -o docker0 -m addrtype --src-type LOCAL -j MASQUERADE && ");
-        // Hairpin (a container through the host address): the
-        // container's reply must come back through the host, as
-        // with portfwd's source NAT.
-        s.push_str("iptables -t nat -A POSTROUTING -o docker0 -s 172.29.0.0/16 -m conntrack --ctstate DNAT -j MASQUERADE && iptables -P FORWARD ACCEPT");
-        rig.host_sh(&s)
     }
+    let _ = write!(
+        s,
+        "{cmd} -t nat -A POSTROUTING -o {BRIDGE} -m addrtype --src-type LOCAL -j MASQUERADE && "
+    );
+    let _ = write!(s, "{cmd} -t nat -A POSTROUTING -o {BRIDGE} -s {bridge_net} -m conntrack --ctstate DNAT -j MASQUERADE && {cmd} -P FORWARD ACCEPT");
+    s
 }
 
 /// nftables DNAT, the same rules as the iptables mode.
@@ -277,19 +424,29 @@ impl Forwarder for Socat {
 
 impl Rig {
     /// `PORTFWD -n HOST attach docker0 --cgroup BENCH` with the portfwd
-    /// mode's mappings onto `to`.
+    /// mode's IPv4 mappings onto `to`.
     pub fn attach_portfwd(&mut self, portfwd: &std::path::Path, to: Backend) -> Result<()> {
+        self.attach_portfwd_maps(portfwd, &portfwd_maps(WEB_IP, to))
+    }
+
+    /// Publishes `maps` with the rig's portfwd: attaching with them if it is
+    /// not attached yet, else adding them.
+    pub fn publish_portfwd(&mut self, maps: &[String]) -> Result<()> {
+        let Some(portfwd) = self.attached.clone() else {
+            return self.attach_portfwd_maps(&self.portfwd.clone(), maps);
+        };
+        let mut c = Command::new(portfwd);
+        c.args(["-n", &self.host, "add"]).args(maps);
+        output(c, "portfwd add").map(drop)
+    }
+
+    fn attach_portfwd_maps(&mut self, portfwd: &std::path::Path, maps: &[String]) -> Result<()> {
         let cg = self.cgroup.to_str().unwrap().to_string();
         let mut c = Command::new(portfwd);
-        let (h, i) = (to.http, to.iperf);
-        c.args(["-n", &self.host, "attach", BRIDGE, "--cgroup", &cg])
-            .args([
-                "--map",
-                &format!("{PORTFWD_HTTP}={WEB_IP}:{h}"),
-                "--map",
-                &format!("{PORTFWD_IPERF}={WEB_IP}:{i}"),
-            ])
-            .args(["--map", &format!("{PORTFWD_IPERF}={WEB_IP}:{i}/udp")]);
+        c.args(["-n", &self.host, "attach", BRIDGE, "--cgroup", &cg]);
+        for m in maps {
+            c.args(["--map", m]);
+        }
         output(c, "portfwd attach")?;
         self.attached = Some(portfwd.to_owned());
         Ok(())

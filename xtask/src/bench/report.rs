@@ -3,7 +3,11 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde_json::Value;
 
-use super::{measure::median, modes::Mode, rig::Client};
+use super::{
+    measure::median,
+    modes::{Mode, Peers, PEERS_V4, PEERS_V6},
+    rig::Client,
+};
 
 pub type Results = BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>>;
 
@@ -38,6 +42,67 @@ const METRICS: [(&str, &str, bool); 8] = [
     ),
 ];
 
+/// One client's table for the modes of one family, with portfwd's ratios
+/// to that family's direct path and netfilter DNAT.
+fn client_table(
+    s: &mut String,
+    client: Client,
+    v6: bool,
+    peers: &Peers,
+    present: &[&Mode],
+    metrics: &BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+) {
+    let title = match (client, v6) {
+        (Client::Remote, false) => "Remote client (client namespace -> host address)",
+        (Client::Local, false) => "Host-local client (127.0.0.1; direct = the container's address)",
+        (Client::Hairpin, false) => "Hairpin client (another container on the bridge -> host address; direct = the container's address)",
+        (Client::Remote, true) => "IPv6 remote client (client namespace -> host's IPv6 address)",
+        (Client::Local, true) => "IPv6 host-local client (the host's IPv6 address, as ip6tables cannot DNAT [::1]; direct6 = the container's address)",
+        (Client::Hairpin, true) => "IPv6 hairpin client (another container -> host's IPv6 address; direct6 = the container's address)",
+    };
+    let _ = writeln!(s, "### {title}\n");
+    let _ = write!(s, "| metric |");
+    for m in present {
+        let _ = write!(s, " {} |", m.name());
+    }
+    let _ = writeln!(
+        s,
+        " {p} / {} | {p} / {} |",
+        peers.direct,
+        peers.netfilter,
+        p = peers.portfwd
+    );
+    let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(present.len()));
+    for (key, label, _) in METRICS {
+        let Some(by_mode) = metrics.get(key) else {
+            continue;
+        };
+        let _ = write!(s, "| {label} |");
+        for m in present {
+            match by_mode.get(m.name()) {
+                Some(v) => {
+                    let (lo, hi) = (
+                        v.iter().cloned().fold(f64::INFINITY, f64::min),
+                        v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                    );
+                    let _ = write!(s, " {} [{}–{}] |", fmt(median(v)), fmt(lo), fmt(hi));
+                }
+                None => s.push_str(" – |"),
+            }
+        }
+        let ratio = |other: &str| -> String {
+            match (by_mode.get(peers.portfwd), by_mode.get(other)) {
+                (Some(p), Some(o)) if median(o) != 0.0 => {
+                    format!("{:.2}x", median(p) / median(o))
+                }
+                _ => "–".into(),
+            }
+        };
+        let _ = writeln!(s, " {} | {} |", ratio(peers.direct), ratio(peers.netfilter));
+    }
+    s.push('\n');
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn render(
     results: &Results,
@@ -55,50 +120,16 @@ pub fn render(
         let Some(metrics) = results.get(client.key()) else {
             continue;
         };
-        let title = match client {
-            Client::Remote => "Remote client (client namespace -> host address)",
-            Client::Local => "Host-local client (127.0.0.1; direct = the container's address)",
-            Client::Hairpin => "Hairpin client (another container on the bridge -> host address; direct = the container's address)",
-        };
-        let _ = writeln!(s, "### {title}\n");
-        let present: Vec<&Mode> = modes
-            .iter()
-            .filter(|m| metrics.values().any(|by| by.contains_key(m.name())))
-            .collect();
-        let _ = write!(s, "| metric |");
-        for m in &present {
-            let _ = write!(s, " {} |", m.name());
-        }
-        let _ = writeln!(s, " portfwd / direct | portfwd / iptables |");
-        let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(present.len()));
-        for (key, label, _) in METRICS {
-            let Some(by_mode) = metrics.get(key) else {
-                continue;
-            };
-            let _ = write!(s, "| {label} |");
-            for m in &present {
-                match by_mode.get(m.name()) {
-                    Some(v) => {
-                        let (lo, hi) = (
-                            v.iter().cloned().fold(f64::INFINITY, f64::min),
-                            v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-                        );
-                        let _ = write!(s, " {} [{}–{}] |", fmt(median(v)), fmt(lo), fmt(hi));
-                    }
-                    None => s.push_str(" – |"),
-                }
+        for (v6, peers) in [(false, &PEERS_V4), (true, &PEERS_V6)] {
+            let present: Vec<&Mode> = modes
+                .iter()
+                .filter(|m| m.fwd.ipv6() == v6)
+                .filter(|m| metrics.values().any(|by| by.contains_key(m.name())))
+                .collect();
+            if !present.is_empty() {
+                client_table(&mut s, client, v6, peers, &present, metrics);
             }
-            let ratio = |other: &str| -> String {
-                match (by_mode.get("portfwd"), by_mode.get(other)) {
-                    (Some(p), Some(o)) if median(o) != 0.0 => {
-                        format!("{:.2}x", median(p) / median(o))
-                    }
-                    _ => "–".into(),
-                }
-            };
-            let _ = writeln!(s, " {} | {} |", ratio("direct"), ratio("iptables"));
         }
-        s.push('\n');
     }
     if let Some(t) = table {
         let _ = writeln!(

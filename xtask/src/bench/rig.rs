@@ -2,7 +2,9 @@
 //!
 //! client ns (10.88.1.2) -- h0/c0 -- host ns (10.88.1.1, bridge docker0
 //! 172.29.0.1/16) -- web ns (172.29.0.10: nginx :80, iperf3 :5201), and a
-//! peer ns (172.29.0.20) on the bridge: the hairpin client.
+//! peer ns (172.29.0.20) on the bridge: the hairpin client. Every link is
+//! dual stack: fd88:1::/64 outside, fd29::/64 on the bridge, each host at the
+//! same last number as in IPv4.
 use std::{
     io::Read as _,
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
@@ -24,6 +26,11 @@ pub const WEB_IP: &str = "172.29.0.10";
 /// A second container on the bridge: the hairpin client.
 pub const PEER_IP: &str = "172.29.0.20";
 pub const BRIDGE: &str = "docker0";
+pub const HOST_IP6: &str = "fd88:1::1";
+pub const WEB_IP6: &str = "fd29::10";
+/// The addresses of the rig's IPv6 links (client and host; the bridge).
+const OUTSIDE6: &str = "fd88:1::";
+const BRIDGE_NET6: &str = "fd29::";
 
 /// Where a client runs, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,14 +187,34 @@ impl Rig {
         ip(&host, &format!("addr add {HOST_IP}/24 dev h0"))?;
         ip(&host, "link set h0 up")?;
         ip(&host, "route add default via 10.88.1.2")?;
+        // nodad: an address in DAD cannot be bound, and nothing here clashes.
+        ip(&client, &format!("addr add {OUTSIDE6}2/64 dev c0 nodad"))?;
+        ip(
+            &client,
+            &format!("route add {BRIDGE_NET6}/64 via {HOST_IP6}"),
+        )?;
+        ip(&host, &format!("addr add {HOST_IP6}/64 dev h0 nodad"))?;
+        ip(&host, &format!("-6 route add default via {OUTSIDE6}2"))?;
         ip(&host, &format!("link add {BRIDGE} type bridge"))?;
         ip(&host, &format!("addr add 172.29.0.1/16 dev {BRIDGE}"))?;
+        ip(
+            &host,
+            &format!("addr add {BRIDGE_NET6}1/64 dev {BRIDGE} nodad"),
+        )?;
         ip(&host, &format!("link set {BRIDGE} up"))?;
         add_container(&host, "vweb", &web, WEB_IP, "172.29.0.1")?;
         add_container(&host, "vpeer", &peer, PEER_IP, "172.29.0.1")?;
+        for (ns, last) in [(&web, "10"), (&peer, "20")] {
+            ip(
+                ns,
+                &format!("addr add {BRIDGE_NET6}{last}/64 dev eth0 nodad"),
+            )?;
+            ip(ns, &format!("-6 route add default via {BRIDGE_NET6}1"))?;
+        }
         // The routed path (direct) and the netfilter modes need forwarding;
         // portfwd does not, but its figures are taken with it on, like a Docker host.
         sysctl(&host, "net.ipv4.ip_forward=1")?;
+        sysctl(&host, "net.ipv6.conf.all.forwarding=1")?;
         sysctl(&host, "net.ipv4.conf.all.route_localnet=1")?;
         let root = cgroup2_root()?;
         let cgroup = root.join(format!("pfbench-{id}"));
@@ -235,6 +262,14 @@ impl Rig {
         std::fs::create_dir_all(&www)?;
         std::fs::write(www.join("index.html"), "x".repeat(612))?;
         let conf = self.tmp.join("nginx.conf");
+        // Every mode's backend port, in both families.
+        let listen: String = MODES
+            .iter()
+            .map(|m| {
+                let p = m.backend().http;
+                format!("listen {p} backlog=4096; listen [::]:{p} ipv6only=on backlog=4096; ")
+            })
+            .collect();
         std::fs::write(
             &conf,
             format!(
@@ -242,7 +277,7 @@ impl Rig {
                  events {{ worker_connections 4096; }}\n\
                  http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60;\n\
                  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n\
-                 server {{ listen 80 backlog=4096; listen 81 backlog=4096; listen 82 backlog=4096; listen 83 backlog=4096; listen 84 backlog=4096; listen 85 backlog=4096; root {www}; }} }}\n",
+                 server {{ {listen} root {www}; }} }}\n",
                 tmp = self.tmp.display(),
                 www = www.display()
             ),
@@ -348,8 +383,17 @@ pub fn cgroup2_root() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no cgroup2 mount"))
 }
 
+/// `addr:port`, the address in brackets if it is IPv6 (URLs, SocketAddr).
+pub fn host_port(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
 pub fn wait_port(ns: &str, addr: &str, port: u16) -> Result<()> {
-    let target: std::net::SocketAddr = format!("{addr}:{port}").parse()?;
+    let target: std::net::SocketAddr = host_port(addr, port).parse()?;
     let ns = ns.to_string();
     crate::netns::run_in(&ns, move || {
         let deadline = Instant::now() + Duration::from_secs(10);
