@@ -17,7 +17,7 @@ mod common;
 
 use std::{
     io::Read,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -314,20 +314,23 @@ impl Dockerd {
     }
 }
 
-/// Docker's filter and nat tables as `iptables-save` prints them, without
-/// its comment lines (they hold timestamps) and the packet counters of the
-/// chain headers.
+/// Docker's filter and nat tables of both families as `iptables-save` and
+/// `ip6tables-save` print them, without their comment lines (they hold
+/// timestamps) and the packet counters of the chain headers.
 fn iptables_state() -> String {
     let mut out = String::new();
-    for table in ["filter", "nat"] {
-        let text = sh(&["iptables-save", "-t", table]);
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let line = match (line.starts_with(':'), line.rfind(" [")) {
-                (true, Some(at)) => &line[..at],
-                _ => line,
-            };
-            out.push_str(line);
-            out.push('\n');
+    for save in ["iptables-save", "ip6tables-save"] {
+        for table in ["filter", "nat"] {
+            out.push_str(&format!("# {save} -t {table}\n"));
+            let text = sh(&[save, "-t", table]);
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                let line = match (line.starts_with(':'), line.rfind(" [")) {
+                    (true, Some(at)) => &line[..at],
+                    _ => line,
+                };
+                out.push_str(line);
+                out.push('\n');
+            }
         }
     }
     assert!(
@@ -360,9 +363,12 @@ struct Scene {
     rootfs: PathBuf,
     image: bool,
     containers: Vec<String>,
+    /// Docker networks the test created (removed after the containers).
+    networks: Vec<String>,
     client_ns: Option<String>,
     veth_root: Option<String>,
-    attached: bool,
+    /// The bridge portfwd is attached to.
+    attached: Option<String>,
     dockerd: Dockerd,
 }
 
@@ -374,9 +380,10 @@ impl Scene {
             rootfs: std::env::temp_dir().join(format!("pft-docker-rootfs-{pid}")),
             image: false,
             containers: Vec::new(),
+            networks: Vec::new(),
             client_ns: None,
             veth_root: None,
-            attached: false,
+            attached: None,
             dockerd,
         }
     }
@@ -490,17 +497,66 @@ impl Scene {
     }
 
     fn attach(&mut self, extra: &[&str], map: &str) -> String {
-        let mut args = vec!["attach", BRIDGE];
+        self.attach_to(BRIDGE, extra, map)
+    }
+
+    fn attach_to(&mut self, bridge: &str, extra: &[&str], map: &str) -> String {
+        let mut args = vec!["attach", bridge];
         args.extend_from_slice(extra);
         args.extend(["--map", map]);
-        self.attached = true;
+        self.attached = Some(bridge.to_string());
         portfwd_ok(&args)
     }
 
     fn detach(&mut self) {
-        let out = portfwd_ok(&["detach", BRIDGE]);
-        self.attached = false;
+        let bridge = self.attached.take().expect("attached");
+        let out = portfwd_ok(&["detach", &bridge]);
         assert!(out.contains("detached"), "detach said: {out}");
+    }
+
+    /// An IPv6 address on both ends of the client's veth (fd19:9:x::1 ours,
+    /// ::2 the client's, its default route via ours): (ours, the client's).
+    fn client_ipv6(&mut self) -> (Ipv6Addr, Ipv6Addr) {
+        let x = (self.pid % 254 + 1) as u16;
+        let (ours, theirs) = (
+            Ipv6Addr::new(0xfd19, 9, x, 0, 0, 0, 0, 1),
+            Ipv6Addr::new(0xfd19, 9, x, 0, 0, 0, 0, 2),
+        );
+        let ns = self.client_ns.clone().expect("client namespace");
+        let (root_if, client_if) = self.veth_names();
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ours}/64"),
+            "dev",
+            &root_if,
+            "nodad",
+        ]);
+        let theirs_cidr = format!("{theirs}/64");
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &theirs_cidr,
+            "dev",
+            &client_if,
+            "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &ours.to_string(),
+        ]);
+        (ours, theirs)
     }
 }
 
@@ -511,11 +567,14 @@ impl Drop for Scene {
                 eprintln!("docker test cleanup: {e}");
             }
         };
-        if self.attached {
-            quiet(&[PORTFWD, "detach", BRIDGE], Duration::from_secs(60));
+        if let Some(bridge) = self.attached.take() {
+            quiet(&[PORTFWD, "detach", &bridge], Duration::from_secs(60));
         }
         for name in self.containers.drain(..) {
             quiet(&["docker", "rm", "-f", &name], Duration::from_secs(60));
+        }
+        for net in self.networks.drain(..) {
+            quiet(&["docker", "network", "rm", &net], Duration::from_secs(60));
         }
         if self.image {
             // Without -f: left in place if another run's containers use it.
@@ -612,6 +671,94 @@ fn assert_peer(seen: &str, ip: Ipv4Addr, who: &str) {
 fn assert_refused(args: &[&str], needle: &str) {
     assert_usage_error(&portfwd(args), needle, &format!("portfwd {args:?}"));
     assert_nothing_attached(&format!("after the failed portfwd {args:?}"));
+}
+
+/// The address of one family of a container on its one network.
+fn inspect_network_ip<T: std::str::FromStr>(name: &str, field: &str) -> T {
+    let format = format!("{{{{range .NetworkSettings.Networks}}}}{{{{.{field}}}}}{{{{end}}}}");
+    let ip = sh(&["docker", "inspect", "-f", &format, name]);
+    ip.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} has no {field}: {ip:?}"))
+}
+
+/// Step 6: a `docker network create --ipv6` bridge (br-<id>, not docker0)
+/// with a container on it, published by name: the name publishes both of
+/// its families, an IPv6 and an IPv4 remote client each reach it with their
+/// own address, the host reaches it over [::1], and neither family's Docker
+/// rules change.
+fn ipv6_network(scene: &mut Scene, root_if: &str, (root_ip, client_ip): (Ipv4Addr, Ipv4Addr)) {
+    let pid = scene.pid;
+    let x = pid % 254 + 1;
+    let net = format!("pft-v6-{pid}");
+    let (subnet6, subnet4) = (format!("fd17:{x:x}::/64"), format!("10.198.{x}.0/24"));
+    scene.networks.push(net.clone());
+    let id = sh(&[
+        "docker", "network", "create", "--ipv6", "--subnet", &subnet6, "--subnet", &subnet4, &net,
+    ]);
+    let bridge = format!("br-{}", &id.trim()[..12]);
+    let web6 = format!("pft-web6-{pid}");
+    scene.container(
+        "run",
+        &web6,
+        &["--network", &net],
+        &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    let ip6: Ipv6Addr = inspect_network_ip(&web6, "GlobalIPv6Address");
+    let ip4: Ipv4Addr = inspect_network_ip(&web6, "IPAddress");
+    wait_for(
+        "the dual-stack container to serve over IPv6",
+        Duration::from_secs(30),
+        || host_get(&format!("http://[{ip6}]/")),
+    )
+    .unwrap();
+    let (ours6, client6) = scene.client_ipv6();
+    let rules = iptables_state();
+
+    let out = scene.attach_to(
+        &bridge,
+        &["--external", root_if],
+        &format!("{PORT}={web6}:80"),
+    );
+    for endpoint in [format!("{ip4}:80"), format!("[{ip6}]:80")] {
+        assert!(
+            out.contains(&endpoint),
+            "attach should publish {web6} at {endpoint} (both of its families):\n{out}"
+        );
+    }
+    assert_same_iptables(&rules, "after attach to the dual-stack network");
+    let mut ips: Vec<String> = listed()
+        .iter()
+        .map(|r| r["container_ip"].as_str().unwrap_or("?").to_string())
+        .collect();
+    ips.sort();
+    let mut want = vec![ip4.to_string(), ip6.to_string()];
+    want.sort();
+    assert_eq!(ips, want, "list should show one mapping per family");
+
+    let url6 = format!("http://[{ours6}]:{PORT}/");
+    assert_page(scene.client_get(&url6), PAGE_WEB, "IPv6 remote client");
+    let seen = scene.client_get(&format!("{url6}cgi-bin/ip")).unwrap();
+    assert!(
+        seen.contains(&client6.to_string()),
+        "the container should see the IPv6 client as {client6}, saw {seen:?}"
+    );
+    let url4 = format!("http://{root_ip}:{PORT}/");
+    assert_page(scene.client_get(&url4), PAGE_WEB, "IPv4 remote client");
+    assert_peer(
+        &scene.client_get(&format!("{url4}cgi-bin/ip")).unwrap(),
+        client_ip,
+        "IPv4 remote client of the dual-stack network",
+    );
+    assert_page(
+        host_get(&format!("http://[::1]:{PORT}/")),
+        PAGE_WEB,
+        "host via [::1]",
+    );
+
+    scene.detach();
+    assert_same_iptables(&rules, "after detach from the dual-stack network");
+    assert_nothing_attached("after detach from the dual-stack network");
 }
 
 #[test]
@@ -845,6 +992,9 @@ fn docker_end_to_end() {
         &format!("container {stopped} is not running"),
     );
     assert_same_iptables(&iptables, "after the failed commands");
+
+    // 6. A user-defined dual-stack network.
+    ipv6_network(&mut scene, &root_if, (root_ip, client_ip));
 
     drop(scene);
     let state = portfwd::state::StateDir::current().expect("netns cookie");
