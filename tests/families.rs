@@ -461,3 +461,104 @@ fn bad_ipv6_specs_exit_2_and_change_nothing() {
         "a refused command changed the table"
     );
 }
+
+/// The link-local address of `dev` in `ns` once duplicate address detection
+/// is over (it cannot be used while tentative).
+fn link_local(ns: &Netns, dev: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ns.ip(&["-6", "-o", "addr", "show", "dev", dev, "scope", "link"]);
+        let addr = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next());
+        match addr {
+            Some(a) if !out.contains("tentative") => return a.to_string(),
+            _ if std::time::Instant::now() > deadline => {
+                panic!(
+                    "{dev} in {} has no usable link-local address: {out}",
+                    ns.name
+                )
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// `ping -6` from `ns`, two echoes, each waited for at most 2 s.
+fn assert_ping6(ns: &Netns, to: &str, what: &str) {
+    let out = ns.exec(&["ping", "-6", "-n", "-c", "2", "-W", "2", to]);
+    assert!(
+        out.status.success(),
+        "{what}: ping -6 {to} from {} should be answered with portfwd attached:\n{}{}",
+        ns.name,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The neighbour entry for `addr` on `dev` in `ns` holds a link-layer
+/// address: neighbour discovery got its advertisement through.
+fn assert_neighbour_resolved(ns: &Netns, dev: &str, addr: &str, what: &str) {
+    let out = ns.ip(&["-6", "neigh", "show", "dev", dev, "to", addr]);
+    assert!(
+        out.contains("lladdr") && !out.contains("FAILED"),
+        "{what}: {addr} on {dev} in {} should be resolved by neighbour discovery, the neighbour table says {out:?}",
+        ns.name
+    );
+}
+
+#[test]
+fn neighbour_discovery_ping6_and_unpublished_ipv6_traffic_are_untouched() {
+    require_privileges!();
+    let topo = Topology::dual("fam-ndp", 1);
+    let c0 = &topo.containers[0];
+    attach(&topo, &both_families(8080, 5353));
+    let (host_ext, client, bridge) = (
+        Stack::V6.host_ext().to_string(),
+        Stack::V6.client().to_string(),
+        Stack::V6.bridge().to_string(),
+    );
+    // Neighbour solicitations and advertisements cross both attached
+    // interfaces afresh: the caches are flushed first.
+    topo.client.ip(&["-6", "neigh", "flush", "dev", "c0"]);
+    topo.host.ip(&["-6", "neigh", "flush", "all"]);
+    c0.ip(&["-6", "neigh", "flush", "dev", "eth0"]);
+    assert_ping6(
+        &topo.client,
+        &host_ext,
+        "client to the host's external address",
+    );
+    assert_neighbour_resolved(&topo.client, "c0", &host_ext, "client");
+    assert_ping6(c0, &bridge, "container to the bridge's address");
+    assert_neighbour_resolved(c0, "eth0", &bridge, "container");
+    // Link-local addresses, on the external link and on the bridge.
+    let h0_ll = link_local(&topo.host, "h0");
+    assert_ping6(
+        &topo.client,
+        &format!("{h0_ll}%c0"),
+        "client to the host's link-local address",
+    );
+    let br_ll = link_local(&topo.host, "docker0");
+    assert_ping6(
+        c0,
+        &format!("{br_ll}%eth0"),
+        "container to the bridge's link-local address",
+    );
+    // Not a mapping: the container pings the host's external address, and a
+    // host service on a port nobody published answers the client with the
+    // client's own address.
+    assert_ping6(c0, &host_ext, "container to the host's external address");
+    let server = http_server_at(&topo.host.name, Stack::V6.any(), 9090, "host", 1);
+    let body = http_get(&topo.client.name, Stack::V6.host_ext(), 9090)
+        .expect("GET the host's own unpublished IPv6 service");
+    assert_eq!(body, format!("host saw {client}"), "the host's own service");
+    server.join().unwrap();
+    // The mapping still works after all this.
+    let server = http_server_at(&c0.name, Stack::V6.any(), 80, "web", 1);
+    let body = http_get(&topo.client.name, Stack::V6.host_ext(), 8080)
+        .expect("GET through the IPv6 mapping");
+    assert_eq!(body, format!("web saw {client}"));
+    server.join().unwrap();
+}
