@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     error::Result,
+    host::ifaces,
     spec::{self, Mapping, SpecTemplate},
     table,
 };
@@ -35,6 +36,7 @@ pub fn add(req: &AddRequest) -> Result<AddReport> {
     let dead_namespaces = super::enter(req.netns.as_deref())?;
     let mappings = super::resolve_specs(&req.specs, super::attached_bridges)?;
     spec::check_unique(&mappings)?;
+    let names = super::follow::names(&req.specs, &mappings)?;
     let mut at = super::open_attached()?;
     table::check_free(&at.maps, &mappings, req.replace)?;
     if !req.force {
@@ -51,7 +53,10 @@ pub fn add(req: &AddRequest) -> Result<AddReport> {
     }
     for (bridge, mappings) in &by_bridge {
         table::add(&mut at.maps, mappings, *bridge, req.replace)?;
+        let name = ifaces::ifname(*bridge).unwrap_or_else(|| format!("#{bridge}"));
+        at.doc.record(&name, mappings, &names);
     }
+    at.doc.save()?;
     Ok(AddReport {
         added: mappings,
         dead_namespaces,
