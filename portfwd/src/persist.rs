@@ -38,6 +38,9 @@ pub const DIR_ENV: &str = "PORTFWD_STATE_DIR";
 pub const HOST: &str = "host";
 /// Files of named namespaces: `netns-NAME.json`.
 const NETNS_PREFIX: &str = "netns-";
+/// The nsfs inode of the initial network namespace (PROC_NET_INIT_INO, fixed
+/// in the kernel): /proc/1/ns/net may not be readable, this always is.
+const INIT_NET_INO: u64 = 0xEFFF_FFF9;
 /// The format of the file; a file of another format is refused, not guessed.
 const FORMAT: u32 = 1;
 
@@ -75,12 +78,12 @@ impl Netns {
     }
 
     /// The calling thread's network namespace, if something names it
-    /// across a reboot: it is the initial one (that of PID 1), or
-    /// /var/run/netns holds it (the first such name, in name order).
+    /// across a reboot: it is the initial one, or /var/run/netns holds it
+    /// (the first such name, in name order).
     pub fn current() -> Option<Self> {
         let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
         let me = id(Path::new("/proc/thread-self/ns/net"))?;
-        if id(Path::new("/proc/1/ns/net")) == Some(me) {
+        if me.1 == INIT_NET_INO {
             return Some(Self::Host);
         }
         let mut names: Vec<String> = std::fs::read_dir(NETNS_RUN_DIR)

@@ -476,6 +476,7 @@ impl Drop for Topology {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_dir(portfwd::state::root());
         }
+        let _ = std::fs::remove_file(persist_dir().join(format!("netns-{}.json", self.host.name)));
         // Processes a test started in the cgroup have exited by now; retry
         // briefly in case the kernel is still reaping one.
         for _ in 0..50 {
