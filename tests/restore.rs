@@ -237,13 +237,23 @@ fn restore_after_a_reboot_publishes_everything_again() {
     // del takes the port out of the file too (both families).
     ok(topo.portfwd(&["del", "8080"]), "del 8080");
     let doc: Value = serde_json::from_str(&read(&file)).unwrap();
-    let ports: Vec<u64> = doc["bridges"]["docker0"]["mappings"]
+    let specs: Vec<&str> = doc["bridges"]["docker0"]["mappings"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["host_port"].as_u64().unwrap())
+        .map(|e| {
+            e.as_str()
+                .expect("a mapping by address is written as its SPEC")
+        })
         .collect();
-    assert_eq!(ports, [5353, 5353], "after del 8080 only 5353 is recorded");
+    assert_eq!(
+        specs,
+        [
+            "0.0.0.0:5353=172.30.0.11:53/udp",
+            "[::]:5353=[fd00:30::11]:53/udp"
+        ],
+        "after del 8080 only 5353 is recorded"
+    );
     reboot(&topo);
     ok(topo.portfwd(&["restore"]), "restore after del");
     assert!(

@@ -148,12 +148,14 @@ pub struct Bridge {
     pub cgroup: Option<PathBuf>,
     #[serde(default)]
     pub no_local: bool,
-    #[serde(default)]
+    /// Written as SPECs, a run of consecutive ports as one range (see
+    /// `stored`).
+    #[serde(default, with = "stored")]
     pub mappings: Vec<Entry>,
 }
 
 /// One mapping: a host port and where it goes, as the user gave it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// `tcp` or `udp`.
     pub proto: String,
@@ -166,15 +168,10 @@ pub struct Entry {
 
 /// Where a mapping goes: an address, or a Docker container followed by name
 /// (and by id once known, so that a rename does not lose it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
     Address(IpAddr),
-    Container {
-        name: String,
-        #[serde(default)]
-        id: Option<String>,
-    },
+    Container { name: String, id: Option<String> },
 }
 
 impl Entry {
@@ -200,20 +197,38 @@ impl Entry {
     /// as any SPEC is: what the file holds is checked as the command line
     /// would be.
     pub fn spec(&self) -> std::result::Result<SpecTemplate, String> {
+        self.spec_text(1).parse().map_err(|e: Error| e.to_string())
+    }
+
+    /// The SPEC of this entry and the `len - 1` that follow it port by
+    /// port: `HOST_IP:PORT[-END]=TARGET:PORT[-END]/PROTO`.
+    fn spec_text(&self, len: u16) -> String {
+        let end = |port: u16| match len {
+            1 => String::new(),
+            _ => format!("-{}", u32::from(port) + u32::from(len) - 1),
+        };
         let target = match &self.to {
             Target::Address(ip) => endpoint(*ip, self.container_port),
             Target::Container { name, .. } => format!("{name}:{}", self.container_port),
         };
-        let text = format!(
-            "{}={target}/{}",
+        format!(
+            "{}{}={target}{}/{}",
             endpoint(self.host_ip, self.host_port),
+            end(self.host_port),
+            end(self.container_port),
             self.proto
-        );
-        let spec: SpecTemplate = text.parse().map_err(|e: Error| e.to_string())?;
-        if spec.host_ports.clone().count() != 1 {
-            return Err(format!("{text} is not one port"));
-        }
-        Ok(spec)
+        )
+    }
+
+    /// True if `next` continues this entry's run of `len` entries: the same
+    /// but each port `len` further.
+    fn continued_by(&self, len: u16, next: &Self) -> bool {
+        let plus = |port: u16| port.checked_add(len);
+        self.proto == next.proto
+            && self.host_ip == next.host_ip
+            && self.to == next.to
+            && plus(self.host_port) == Some(next.host_port)
+            && plus(self.container_port) == Some(next.container_port)
     }
 
     /// The host port (None if the protocol is not one portfwd knows, which
@@ -265,22 +280,20 @@ impl Doc {
             }
             Err(e) => return Err(bad(e.to_string())),
         };
-        let mut doc: Self = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if doc.format != FORMAT {
-            return Err(bad(format!(
-                "format {} (this portfwd reads format {FORMAT})",
-                doc.format
-            )));
-        }
-        let mut hosts = Vec::new();
-        for (bridge, b) in &doc.bridges {
-            for e in &b.mappings {
-                let spec = e
-                    .spec()
-                    .map_err(|why| bad(format!("bridge {bridge}: {why}")))?;
-                hosts.extend(spec.host_ports());
+        // The format first: another one may not have this one's fields.
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        match value.get("format").and_then(serde_json::Value::as_u64) {
+            Some(f) if f == u64::from(FORMAT) => {}
+            f => {
+                return Err(bad(format!(
+                    "format {} (this portfwd reads format {FORMAT})",
+                    f.map_or_else(|| "missing".to_string(), |f| f.to_string())
+                )))
             }
         }
+        let mut doc: Self = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let hosts = doc.entries().filter_map(|(_, e)| e.host());
         crate::spec::check_unique_hosts(hosts).map_err(|e| bad(e.to_string()))?;
         doc.path = Some(path.to_path_buf());
         Ok(doc)
@@ -392,4 +405,199 @@ pub fn named_in<'a>(specs: &'a [SpecTemplate], m: &Mapping) -> Option<&'a str> {
         }
         _ => None,
     })
+}
+
+/// How mappings are written: each run of entries that differ only by their
+/// ports, one after the other on both sides, as one SPEC (a published range
+/// stays one line however long it is), with the container's id beside a
+/// SPEC that names one. Read back, every SPEC is parsed and checked as on
+/// the command line.
+mod stored {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Entry, Target};
+    use crate::spec::{Container, SpecTemplate};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Spec(String),
+        Followed { spec: String, id: Option<String> },
+    }
+
+    pub fn serialize<S: Serializer>(entries: &[Entry], s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<&Entry> = entries.iter().collect();
+        sorted.sort_by_key(|e| (&e.proto, e.host_ip, &e.to, e.host_port));
+        let mut runs: Vec<(&Entry, u16)> = Vec::new();
+        for e in sorted {
+            match runs.last_mut() {
+                Some((first, len)) if first.continued_by(*len, e) => *len += 1,
+                _ => runs.push((e, 1)),
+            }
+        }
+        s.collect_seq(runs.into_iter().map(|(e, len)| {
+            let spec = e.spec_text(len);
+            match &e.to {
+                Target::Container { id: Some(id), .. } => Stored::Followed {
+                    spec,
+                    id: Some(id.clone()),
+                },
+                _ => Stored::Spec(spec),
+            }
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
+        let mut out = Vec::new();
+        for stored in Vec::<Stored>::deserialize(d)? {
+            let (text, id) = match stored {
+                Stored::Spec(spec) => (spec, None),
+                Stored::Followed { spec, id } => (spec, id),
+            };
+            let t: SpecTemplate = text
+                .parse()
+                .map_err(|e: crate::Error| D::Error::custom(e))?;
+            let af = match (t.host_addr, t.af()) {
+                (Some(_), Some(af)) => af,
+                _ => return Err(D::Error::custom(format!("{text}: no host address"))),
+            };
+            let to = match &t.container {
+                Container::Ip(ip) => Target::Address(*ip),
+                Container::Name(name) => Target::Container {
+                    name: name.clone(),
+                    id: id.clone(),
+                },
+            };
+            out.extend(t.host_ports_in(af).zip(t.container_ports.clone()).map(
+                |(host, container_port)| Entry {
+                    proto: t.proto.to_string(),
+                    host_ip: host.addr,
+                    host_port: host.port,
+                    to: to.clone(),
+                    container_port,
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(spec: &str) -> Vec<Mapping> {
+        spec.parse::<crate::spec::Spec>().unwrap().mappings
+    }
+
+    fn doc_with(specs: &[&str], names: &Names) -> Doc {
+        let mut doc = Doc::default();
+        doc.set_bridge("docker0", &["eth0".into()], None, false);
+        for spec in specs {
+            doc.record("docker0", &mapping(spec), names);
+        }
+        doc
+    }
+
+    fn round_trip(doc: &Doc) -> (serde_json::Value, Doc) {
+        let text = serde_json::to_string(&Doc {
+            format: FORMAT,
+            ..doc.clone()
+        })
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("portfwd-persist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("t-{}.json", text.len()));
+        std::fs::write(&path, &text).unwrap();
+        let back = Doc::load_from(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (serde_json::from_str(&text).unwrap(), back)
+    }
+
+    #[test]
+    fn runs_of_ports_are_one_spec_and_read_back_whole() {
+        let doc = doc_with(
+            &[
+                "8000-8099=172.17.0.2:9000-9099",
+                "8100=172.17.0.3:80",
+                "[::]:53=[fd00::2]:53/udp",
+            ],
+            &Names::new(),
+        );
+        let (json, back) = round_trip(&doc);
+        assert_eq!(
+            json["bridges"]["docker0"]["mappings"],
+            serde_json::json!([
+                "0.0.0.0:8000-8099=172.17.0.2:9000-9099/tcp",
+                "0.0.0.0:8100=172.17.0.3:80/tcp",
+                "[::]:53=[fd00::2]:53/udp",
+            ])
+        );
+        assert_eq!(back.bridges["docker0"].mappings.len(), 102);
+        let mut want = doc.bridges["docker0"].mappings.clone();
+        let mut got = back.bridges["docker0"].mappings.clone();
+        let key = |e: &Entry| (e.proto.clone(), e.host_ip, e.host_port);
+        want.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(got, want);
+        assert_eq!(back.bridges["docker0"].external, ["eth0"]);
+    }
+
+    #[test]
+    fn a_followed_container_keeps_its_name_and_id() {
+        let ms = mapping("8080=172.17.0.2:80");
+        let names: Names = [(ms[0].host, ("web".to_string(), Some("abc123".to_string())))].into();
+        let mut doc = doc_with(&["8080=172.17.0.2:80", "8081=172.17.0.2:81"], &names);
+        let (json, back) = round_trip(&doc);
+        assert_eq!(
+            json["bridges"]["docker0"]["mappings"][1],
+            serde_json::json!({"spec": "0.0.0.0:8080=web:80/tcp", "id": "abc123"})
+        );
+        let host = ms[0].host;
+        assert_eq!(back.container_of(&host), Some("web"));
+        // Published again by address: the name is gone.
+        doc.record("docker0", &ms, &Names::new());
+        assert_eq!(doc.container_of(&host), None);
+        doc.remove(&[host]);
+        assert_eq!(doc.bridges["docker0"].mappings.len(), 1);
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_refused_with_the_path() {
+        let dir = std::env::temp_dir().join(format!("portfwd-persist-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("host.json");
+        for text in [
+            "{",
+            r#"{"format": 2, "bridges": {}}"#,
+            r#"{"format": 1, "bridges": {"docker0": {"mappings": ["8080=10.0.0.2:80"]}}}"#,
+            r#"{"format": 1, "bridges": {"docker0": {"mappings": ["0.0.0.0:8080=127.0.0.1:80/tcp"]}}}"#,
+            r#"{"format": 1, "bridges": {"a": {"mappings": ["0.0.0.0:80=10.0.0.2:80/tcp"]},
+                "b": {"mappings": ["0.0.0.0:80=10.0.0.3:80/tcp"]}}}"#,
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Doc::load_from(&path).unwrap_err();
+            assert!(err.is_usage(), "{text}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{text}: {msg}");
+            assert!(!msg.contains('\n'), "{text}: {msg}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            Doc::load_from(&path).unwrap().bridges.is_empty(),
+            "no file: empty"
+        );
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(Netns::of_file("host.json"), Some(Netns::Host));
+        assert_eq!(
+            Netns::of_file("netns-blue.json"),
+            Some(Netns::Named("blue".into()))
+        );
+        assert_eq!(Netns::of_file("netns-.json"), None);
+        assert_eq!(Netns::of_file("host.json.tmp-12"), None);
+        assert_eq!(Netns::of_file("other.json"), None);
+    }
 }

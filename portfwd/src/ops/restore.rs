@@ -67,17 +67,8 @@ pub fn restore(req: &RestoreRequest) -> Result<RestoreReport> {
     };
     let mut docs = Vec::new();
     for ns in targets {
+        // Every SPEC in it is checked as it is read.
         let doc = Doc::load_from(&ns.path())?;
-        let specs = doc
-            .entries()
-            .map(|(_, e)| e.spec())
-            .collect::<std::result::Result<Vec<_>, _>>();
-        if let Err(why) = specs {
-            return Err(Error::BadStateFile {
-                path: ns.path(),
-                why,
-            });
-        }
         docs.push((ns, doc));
     }
     let mut report = RestoreReport::default();
