@@ -345,7 +345,7 @@ impl Doc {
             .flat_map(|(name, b)| b.mappings.iter().map(move |e| (name.as_str(), e)))
     }
 
-    /// Every entry that follows a container, with its bridge.
+    /// Every entry, with its bridge, to change in place.
     pub fn entries_mut(&mut self) -> impl Iterator<Item = (&str, &mut Entry)> {
         self.bridges
             .iter_mut()

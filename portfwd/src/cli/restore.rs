@@ -75,7 +75,8 @@ fn followed(f: &ops::Followed) -> String {
     }
 }
 
-/// What `watch` says about following containers, on stderr.
+/// What `watch` says about following containers, on stderr: kept beside
+/// `followed`, whose lines restore prints too.
 pub fn say_followed(event: &ops::FollowEvent) {
     match event {
         ops::FollowEvent::Connected => {

@@ -17,6 +17,11 @@ pub struct AddRequest {
     pub replace: bool,
     /// Publish even if a host process holds the port.
     pub force: bool,
+    /// Not recorded in the state file (`persist`): for a front end whose
+    /// mappings live only as long as something else (a Docker userland
+    /// proxy's port, re-made by dockerd after a boot), which `restore` must
+    /// not make again.
+    pub transient: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -56,7 +61,9 @@ pub fn add(req: &AddRequest) -> Result<AddReport> {
         let name = ifaces::ifname(*bridge).unwrap_or_else(|| format!("#{bridge}"));
         at.doc.record(&name, mappings, &names);
     }
-    at.doc.save()?;
+    if !req.transient {
+        at.doc.save()?;
+    }
     Ok(AddReport {
         added: mappings,
         dead_namespaces,

@@ -290,6 +290,9 @@ fn follow(stop: &AtomicBool, tx: &mpsc::Sender<FollowEvent>) {
                 Err(e) => {
                     let _ = tx.send(FollowEvent::Unreachable(e.to_string()));
                     told_unreachable = true;
+                    // An engine that ends every stream at once is not
+                    // asked again and again.
+                    pause();
                     break;
                 }
             }
