@@ -988,6 +988,21 @@ fn a_mapping_by_name_follows_its_container() {
         bind.is_err(),
         "a held port must stay reserved: a host process could bind {FOLLOW_PORT}"
     );
+    // The host's own clients (the connect hook) are refused too.
+    let local = std::net::TcpStream::connect_timeout(
+        &(Ipv4Addr::LOCALHOST, FOLLOW_PORT).into(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        local.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a host process connecting to 127.0.0.1:{FOLLOW_PORT} should be refused: {local:?}"
+    );
+    let human = portfwd_ok(&["list"]);
+    assert!(
+        human.contains(&format!("{web} (held):80")),
+        "list should show the mapping held:\n{human}"
+    );
 
     // Another container takes the old address: it must not get the traffic.
     let thief = format!("pft-thief-{pid}");
