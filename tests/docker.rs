@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{assert_usage_error, ok, require_privileges, PORTFWD};
+use common::{assert_usage_error, connect_from, ok, persist_dir, require_privileges, PORTFWD};
 
 const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "portfwd-test-busybox:latest";
@@ -132,7 +132,9 @@ fn sh(args: &[&str]) -> String {
 }
 
 fn portfwd(args: &[&str]) -> Output {
-    let mut full = vec![PORTFWD];
+    // What survives a reboot goes to the tests' directory, not the host's.
+    let dir = format!("{}={}", portfwd::persist::DIR_ENV, persist_dir().display());
+    let mut full = vec!["env", &dir, PORTFWD];
     full.extend_from_slice(args);
     run_for(&full, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -761,8 +763,13 @@ fn ipv6_network(scene: &mut Scene, root_if: &str, (root_ip, client_ip): (Ipv4Add
     assert_nothing_attached("after detach from the dual-stack network");
 }
 
+/// The tests of this file take turns: each attaches in the root namespace
+/// and may start and stop dockerd.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn docker_end_to_end() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     require_privileges!();
     if let Err(e) = install_packages() {
@@ -1018,4 +1025,244 @@ fn unreachable_engine_is_a_usage_error() {
         "{msg}"
     );
     assert!(!msg.contains('\n'), "{msg}");
+}
+
+/// Published by name while `watch` runs, and followed.
+const FOLLOW_PORT: u16 = 18090;
+/// Published by address, so that something is attached before `add`.
+const FOLLOW_SPARE_PORT: u16 = 18091;
+
+/// `portfwd watch`, killed on drop if it is still running.
+struct Watch(Child);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The row of `port` in `list --json`.
+fn row(port: u16) -> serde_json::Value {
+    listed()
+        .into_iter()
+        .find(|r| r["host_port"] == port)
+        .unwrap_or_else(|| panic!("{port} is not listed: {:#?}", listed()))
+}
+
+/// A TCP connection from the client namespace to `ip:port` is refused (a
+/// RST answers the SYN: no hang, no other container answering).
+fn assert_refused_now(scene: &Scene, ip: Ipv4Addr, port: u16, what: &str) {
+    let ns = scene.client_ns.clone().expect("client namespace");
+    let started = Instant::now();
+    match connect_from(&ns, ip, port) {
+        Err(e) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{what}: the connection should be refused, got {e} after {:?}",
+            started.elapsed()
+        ),
+        Ok(_) => panic!("{what}: {ip}:{port} accepted a connection"),
+    }
+}
+
+#[test]
+fn a_mapping_by_name_follows_its_container() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_privileges!();
+    if let Err(e) = install_packages() {
+        return cannot_run(&format!("cannot install docker.io / busybox-static: {e}"));
+    }
+    let state = portfwd::state::StateDir::current().expect("netns cookie");
+    if state.exists() {
+        return cannot_run(&format!(
+            "portfwd is already attached in the root network namespace ({}); the test would change it",
+            state.path.display()
+        ));
+    }
+    let dockerd = match Dockerd::ensure() {
+        Ok(d) => d,
+        Err(e) => return cannot_run(&format!("no Docker engine: {e}")),
+    };
+    let mut scene = Scene::new(dockerd);
+    let pid = scene.pid;
+    scene.build_image();
+    let web = format!("pft-follow-{pid}");
+    let httpd = |root: &'static str| ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", root];
+    scene.container("run", &web, &[], &httpd("/www"));
+    let old_ip = inspect_ip(&web);
+    let (root_ip, _) = scene.client();
+    let (root_if, _) = scene.veth_names();
+    let url = format!("http://{root_ip}:{FOLLOW_PORT}/");
+    wait_for("the container to serve", Duration::from_secs(30), || {
+        host_get(&format!("http://{old_ip}/"))
+    })
+    .unwrap();
+
+    scene.attach(
+        &["--external", &root_if],
+        &format!("{FOLLOW_SPARE_PORT}={old_ip}:80"),
+    );
+    let log = std::env::temp_dir().join(format!("pft-follow-watch-{pid}.log"));
+    let watch = Watch(
+        Command::new(PORTFWD)
+            .env(portfwd::persist::DIR_ENV, persist_dir())
+            .args(["watch", "--timeout", "240"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start portfwd watch"),
+    );
+    let out = portfwd_ok(&["add", &format!("{FOLLOW_PORT}={web}:80")]);
+    assert!(out.contains(&format!("{old_ip}:80")), "add said: {out}");
+    assert_page(scene.client_get(&url), PAGE_WEB, "by name, running");
+    assert_eq!(row(FOLLOW_PORT)["container_name"], web.as_str());
+    let human = portfwd_ok(&["list"]);
+    assert!(human.contains(&web), "list should name {web}:\n{human}");
+    let watch_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Stopped: refused at once, the port still reserved.
+    sh(&["docker", "stop", "-t", "1", &web]);
+    wait_for(
+        "the mapping to be held after docker stop",
+        Duration::from_secs(15),
+        || match row(FOLLOW_PORT)["container_ip"].as_str() {
+            Some("0.0.0.0") => Ok(()),
+            other => Err(format!("container_ip {other:?}; watch: {}", watch_log())),
+        },
+    )
+    .unwrap();
+    assert_refused_now(&scene, root_ip, FOLLOW_PORT, "after docker stop");
+    let bind = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, FOLLOW_PORT));
+    assert!(
+        bind.is_err(),
+        "a held port must stay reserved: a host process could bind {FOLLOW_PORT}"
+    );
+    // The host's own clients (the connect hook) are refused too.
+    let local = std::net::TcpStream::connect_timeout(
+        &(Ipv4Addr::LOCALHOST, FOLLOW_PORT).into(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        local.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a host process connecting to 127.0.0.1:{FOLLOW_PORT} should be refused: {local:?}"
+    );
+    let human = portfwd_ok(&["list"]);
+    assert!(
+        human.contains(&format!("{web} (held):80")),
+        "list should show the mapping held:\n{human}"
+    );
+
+    // Another container takes the old address: it must not get the traffic.
+    let thief = format!("pft-thief-{pid}");
+    scene.container("run", &thief, &[], &httpd("/www2"));
+    assert_eq!(
+        inspect_ip(&thief),
+        old_ip,
+        "the test needs the second container at the first one's old address"
+    );
+    wait_for(
+        "the second container to serve",
+        Duration::from_secs(30),
+        || host_get(&format!("http://{old_ip}/")),
+    )
+    .unwrap();
+    assert_refused_now(
+        &scene,
+        root_ip,
+        FOLLOW_PORT,
+        "while another container holds the old address",
+    );
+
+    // Started again: at a new address, followed there.
+    sh(&["docker", "start", &web]);
+    let new_ip = inspect_ip(&web);
+    assert_ne!(new_ip, old_ip, "docker gave {web} its old address back");
+    let body = wait_for(
+        "the mapping to follow docker start",
+        Duration::from_secs(15),
+        || scene.client_get(&url),
+    )
+    .unwrap_or_else(|e| panic!("{e}; watch: {}", watch_log()));
+    assert_eq!(
+        body.trim(),
+        PAGE_WEB,
+        "after docker start the port must reach {web}, not {thief}"
+    );
+    assert_eq!(row(FOLLOW_PORT)["container_ip"], new_ip.to_string());
+
+    // Renamed: followed by id, under its new name.
+    let renamed = format!("pft-renamed-{pid}");
+    sh(&["docker", "rename", &web, &renamed]);
+    scene.containers.push(renamed.clone());
+    wait_for(
+        "list to show the new name",
+        Duration::from_secs(15),
+        || match row(FOLLOW_PORT)["container_name"].as_str() {
+            Some(n) if n == renamed => Ok(()),
+            other => Err(format!("container_name {other:?}")),
+        },
+    )
+    .unwrap();
+    sh(&["docker", "stop", "-t", "1", &renamed]);
+    wait_for(
+        "the renamed container's port to refuse",
+        Duration::from_secs(15),
+        || match connect_from(scene.client_ns.as_deref().unwrap(), root_ip, FOLLOW_PORT) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .unwrap();
+    sh(&["docker", "start", &renamed]);
+    let body = wait_for(
+        "the renamed container to be followed",
+        Duration::from_secs(15),
+        || scene.client_get(&url),
+    )
+    .unwrap();
+    assert_eq!(
+        body.trim(),
+        PAGE_WEB,
+        "the renamed container must be followed"
+    );
+    let file = std::fs::read_to_string(persist_dir().join("host.json")).unwrap();
+    assert!(
+        file.contains(&renamed),
+        "the state file should hold the new name: {file}"
+    );
+
+    // A reboot (bpffs is empty) while the container is stopped: restore
+    // holds its port, and points it at the container once it runs again.
+    drop(watch);
+    sh(&["docker", "stop", "-t", "1", &renamed]);
+    std::fs::remove_dir_all(&state.path).unwrap();
+    let out = portfwd_ok(&["restore"]);
+    assert!(
+        out.contains(&format!("held: {renamed}")),
+        "restore said: {out}"
+    );
+    assert_eq!(row(FOLLOW_PORT)["container_ip"], "0.0.0.0");
+    assert_refused_now(&scene, root_ip, FOLLOW_PORT, "restored while stopped");
+    assert_page(
+        scene.client_get(&format!("http://{root_ip}:{FOLLOW_SPARE_PORT}/")),
+        PAGE_DOCKER_P,
+        "the mapping by address, restored",
+    );
+    sh(&["docker", "start", &renamed]);
+    let out = portfwd_ok(&["restore"]);
+    let now_ip = inspect_ip(&renamed);
+    assert!(
+        out.contains(&format!("{now_ip}:80 ({renamed})")),
+        "restore said: {out}"
+    );
+    assert_page(
+        scene.client_get(&url),
+        PAGE_WEB,
+        "restored after docker start",
+    );
+
+    scene.detach();
+    let _ = std::fs::remove_file(&log);
 }

@@ -34,23 +34,28 @@ pub fn is_local<F: Family>(addr: F::Addr) -> bool {
 /// established is one of the host's addresses (or loopback, for the host's
 /// own sockets). An exact host-address mapping wins over the wildcard; both
 /// never exist for one port (userspace refuses the overlap).
+///
+/// A mapping whose container address is the unspecified one is held: its
+/// port stays reserved (the bind hook still finds the entry) but it forwards
+/// nowhere, so the packet or socket gets the host's own answer (nothing
+/// listens there: a TCP RST, an ICMP port unreachable, ECONNREFUSED).
+/// `portfwd watch` holds the mappings of a named container that stopped.
 #[inline(always)]
 pub fn lookup<F: Family>(daddr_be: F::Addr, dport_be: u16, proto: u8) -> Option<Matched<F::Addr>> {
     let mut key = MapKey::new(F::Addr::default(), dport_be, proto);
     // SAFETY: map values are plain integers, copied out at once.
-    if let Some(backend) = unsafe { F::mappings().get(&key) } {
-        return Some(Matched {
-            backend: *backend,
-            wildcard: true,
-        });
+    let (backend, wildcard) = match unsafe { F::mappings().get(&key) } {
+        Some(backend) => (*backend, true),
+        None => {
+            key.addr_be = daddr_be;
+            // SAFETY: as above.
+            (*unsafe { F::mappings().get(&key) }?, false)
+        }
+    };
+    if backend.addr_be == F::Addr::default() {
+        return None;
     }
-    key.addr_be = daddr_be;
-    // SAFETY: as above.
-    let backend = unsafe { F::mappings().get(&key) }?;
-    Some(Matched {
-        backend: *backend,
-        wildcard: false,
-    })
+    Some(Matched { backend, wildcard })
 }
 
 /// The mapping for a packet from outside or from a container: the wildcard

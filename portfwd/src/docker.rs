@@ -14,7 +14,8 @@ use std::{
 
 use bollard::{
     errors::Error as ApiError,
-    models::{ContainerInspectResponse, NetworkInspect},
+    models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum, NetworkInspect},
+    query_parameters::EventsOptions,
     Docker, API_DEFAULT_VERSION,
 };
 
@@ -90,21 +91,62 @@ impl Engine {
     /// A container on several networks: the network whose bridge interface
     /// is one of `bridges`, else the first one by network name.
     pub fn container_addresses(&self, name: &str, bridges: &[String]) -> Result<Vec<IpAddr>> {
-        let info = self
-            .runtime
-            .block_on(self.docker.inspect_container(name, None))
-            .map_err(|e| match e {
-                ApiError::DockerResponseServerError {
-                    status_code: 404, ..
-                } => Error::NoSuchContainer(name.to_string()),
-                e => self.request_failed(&format!("container {name}"), &e),
-            })?;
-        if !is_running(&info) {
+        let found = self
+            .find(name, bridges)?
+            .ok_or_else(|| Error::NoSuchContainer(name.to_string()))?;
+        if !found.running {
             return Err(Error::NotRunning(name.to_string()));
         }
-        let addresses = addresses(&info);
-        let Some(first) = addresses.values().next() else {
+        if found.ips.is_empty() {
             return Err(Error::NoAddress(name.to_string()));
+        }
+        Ok(found.ips)
+    }
+
+    /// The container `name` (a name or an id) as it is now, its addresses
+    /// chosen as `container_addresses` does (none unless it runs); None if
+    /// there is no such container.
+    pub fn find(&self, name: &str, bridges: &[String]) -> Result<Option<Found>> {
+        let info = match self
+            .runtime
+            .block_on(self.docker.inspect_container(name, None))
+        {
+            Ok(info) => info,
+            Err(ApiError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(self.request_failed(&format!("container {name}"), &e)),
+        };
+        let running = is_running(&info);
+        let ips = if running {
+            self.network_addresses(&info, bridges)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Found {
+            id: info.id.clone().unwrap_or_default(),
+            // The engine writes names with a leading slash.
+            name: info
+                .name
+                .as_deref()
+                .unwrap_or(name)
+                .trim_start_matches('/')
+                .to_string(),
+            running,
+            ips,
+        }))
+    }
+
+    /// The running container's addresses on one network (see
+    /// `container_addresses`); empty if it has none.
+    fn network_addresses(
+        &self,
+        info: &ContainerInspectResponse,
+        bridges: &[String],
+    ) -> Result<Vec<IpAddr>> {
+        let addresses = addresses(info);
+        let Some(first) = addresses.values().next() else {
+            return Ok(Vec::new());
         };
         if addresses.len() == 1 || bridges.is_empty() {
             return Ok(first.ips.clone());
@@ -120,6 +162,47 @@ impl Engine {
             }
         }
         Ok(first.ips.clone())
+    }
+
+    /// Subscribes to the engine's container and network events, from now on.
+    pub fn events(&self) -> Events {
+        let filters = [(
+            "type".to_string(),
+            vec!["container".to_string(), "network".to_string()],
+        )]
+        .into();
+        let options = EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        Events(Box::pin(self.docker.events(Some(options))))
+    }
+
+    /// The next event of `events` that concerns a container, waiting at
+    /// most `wait` (Ok(None): none came). An error: the stream ended (the
+    /// engine stopped or restarted); subscribe again.
+    pub fn next_event(&self, events: &mut Events, wait: Duration) -> Result<Option<Event>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = self.runtime.block_on(async {
+                tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut events.0))
+                    .await
+            });
+            let message = match next {
+                Err(_elapsed) => return Ok(None),
+                Ok(None) => {
+                    return Err(Error::NoEngine {
+                        socket: self.socket.clone(),
+                        why: "the event stream ended".into(),
+                    })
+                }
+                Ok(Some(Err(e))) => return Err(self.request_failed("events", &e)),
+                Ok(Some(Ok(message))) => message,
+            };
+            if let Some(event) = Event::of(message) {
+                return Ok(Some(event));
+            }
+        }
     }
 
     /// An error for a request that did not get an answer: the engine is
@@ -139,6 +222,55 @@ impl Engine {
                 why: describe(e),
             },
         }
+    }
+}
+
+/// A container as `Engine::find` saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub id: String,
+    /// Without Docker's leading slash.
+    pub name: String,
+    pub running: bool,
+    /// Its addresses on one network (IPv4 first); empty unless it runs.
+    pub ips: Vec<IpAddr>,
+}
+
+/// The engine's event stream (`Engine::events`).
+pub struct Events(
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<EventMessage, ApiError>>>>,
+);
+
+/// Something happened to a container: it started, stopped, was renamed,
+/// joined or left a network... (`action`, in the engine's words).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub container_id: String,
+    pub action: String,
+    /// Its name after the event, when the engine tells it.
+    pub name: Option<String>,
+}
+
+impl Event {
+    /// The container an event message concerns: the actor of a container
+    /// event, the `container` attribute of a network one.
+    fn of(message: EventMessage) -> Option<Self> {
+        let actor = message.actor?;
+        let attributes = actor.attributes.unwrap_or_default();
+        let container_id = match message.typ? {
+            EventMessageTypeEnum::CONTAINER => actor.id?,
+            EventMessageTypeEnum::NETWORK => attributes.get("container")?.clone(),
+            _ => return None,
+        };
+        let name = match message.typ? {
+            EventMessageTypeEnum::CONTAINER => attributes.get("name").cloned(),
+            _ => None,
+        };
+        Some(Self {
+            container_id,
+            action: message.action.unwrap_or_default(),
+            name,
+        })
     }
 }
 

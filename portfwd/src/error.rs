@@ -53,6 +53,10 @@ pub enum Error {
         found: String,
         expected: String,
     },
+    #[error("the state file {path} is unreadable ({why}); fix it or move it away")]
+    BadStateFile { path: PathBuf, why: String },
+    #[error("{0} bridge(s) could not be restored (see above)")]
+    RestoreIncomplete(usize),
     /// Resolving a container name through the Docker engine.
     #[error(transparent)]
     Docker(#[from] crate::docker::Error),
@@ -76,7 +80,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         match self {
             Self::Docker(e) => e.is_usage(),
-            Self::Io { .. } | Self::Ebpf { .. } => false,
+            Self::Io { .. } | Self::Ebpf { .. } | Self::RestoreIncomplete(_) => false,
             _ => true,
         }
     }

@@ -1,13 +1,15 @@
 //! portfwd's userspace as a library: the operations (`ops`) with typed
 //! results for every front end (the CLI in main.rs and cli/), over the eBPF
 //! side (`bpf`), the host (`host`), Docker (`docker`), SPECs (`spec`), the
-//! mapping table (`table`) and the pinned state (`state`).
+//! mapping table (`table`), the pinned state (`state`) and what survives a
+//! reboot (`persist`).
 pub mod bpf;
 pub mod docker;
 pub mod error;
 pub mod family;
 pub mod host;
 pub mod ops;
+pub mod persist;
 pub mod spec;
 pub mod state;
 pub mod table;

@@ -157,6 +157,15 @@ pub fn spawn_in<T: Send + 'static>(
     })
 }
 
+/// Where the tests' portfwd keeps what survives a reboot (`persist`): what
+/// `cargo xtask test` says, else a directory of the tests' own, never the
+/// host's /var/lib/portfwd. Files are per namespace, whose names are unique.
+pub fn persist_dir() -> std::path::PathBuf {
+    std::env::var_os(portfwd::persist::DIR_ENV)
+        .map(Into::into)
+        .unwrap_or_else(|| std::env::temp_dir().join("portfwd-test-state"))
+}
+
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/var/run/netns";
 
@@ -352,6 +361,7 @@ impl Topology {
     /// Runs portfwd against the host namespace.
     pub fn portfwd(&self, args: &[&str]) -> Output {
         Command::new(PORTFWD)
+            .env(portfwd::persist::DIR_ENV, persist_dir())
             .args(["-n", &self.host.name])
             .args(args)
             .output()
@@ -378,6 +388,7 @@ impl Topology {
     /// to subscribe before this returns.
     pub fn watch(&self) -> std::process::Child {
         let watcher = Command::new(PORTFWD)
+            .env(portfwd::persist::DIR_ENV, persist_dir())
             .args(["-n", &self.host.name, "watch", "--timeout", "30"])
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -465,6 +476,7 @@ impl Drop for Topology {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_dir(portfwd::state::root());
         }
+        let _ = std::fs::remove_file(persist_dir().join(format!("netns-{}.json", self.host.name)));
         // Processes a test started in the cgroup have exited by now; retry
         // briefly in case the kernel is still reaping one.
         for _ in 0..50 {

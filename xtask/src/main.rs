@@ -89,6 +89,14 @@ fn run_task(task: Task) -> Result<ExitCode> {
             test.args(["test", "--workspace", "--exclude", NOT_FOR_HOST_TESTS]);
             test.args(&args);
             env.apply(&mut test);
+            // portfwd's files of what survives a reboot: never the host's
+            // /var/lib/portfwd from a test.
+            if std::env::var_os("PORTFWD_STATE_DIR").is_none() {
+                test.env(
+                    "PORTFWD_STATE_DIR",
+                    std::env::temp_dir().join("portfwd-test-state"),
+                );
+            }
             eprintln!("xtask: {}", cmd::show(&test));
             return Ok(exit_code(cmd::status(&mut test)?));
         }

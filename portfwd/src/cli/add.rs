@@ -22,6 +22,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         specs: super::parse_specs(&args.specs)?,
         replace: args.replace,
         force: args.force,
+        transient: false,
     })?;
     super::say_removed(&report.dead_namespaces);
     let mut out = String::new();

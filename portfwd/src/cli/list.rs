@@ -52,7 +52,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         t.add_row([
             r.proto.clone(),
             endpoint(&r.host_ip, r.host_port),
-            endpoint(&r.container_ip, r.container_port),
+            container(r),
             r.bridge.clone(),
             format!("{}/{}", r.packets_in, r.packets_out),
             format!("{}/{}", r.bytes_in, r.bytes_out),
@@ -155,6 +155,21 @@ fn programs_stats(report: &ops::ProgramsReport, json: bool) -> String {
     align_right(&mut t, 2..5);
     let _ = writeln!(out, "{t}");
     out
+}
+
+/// Where a row goes: `ip:port`, after the container's name for a mapping
+/// that follows one (`web 172.17.0.2:80`, `web (held):80` while it does not
+/// run).
+fn container(r: &ops::Row) -> String {
+    let held = r
+        .container_ip
+        .parse()
+        .is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified());
+    match &r.container_name {
+        Some(name) if held => format!("{name} (held):{}", r.container_port),
+        Some(name) => format!("{name} {}", endpoint(&r.container_ip, r.container_port)),
+        None => endpoint(&r.container_ip, r.container_port),
+    }
 }
 
 /// `ip:port`, `[ip]:port` for IPv6 (a row's address is in its plain form).

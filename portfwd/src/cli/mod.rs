@@ -6,6 +6,7 @@ mod del;
 mod detach;
 mod flows;
 mod list;
+mod restore;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -39,8 +40,12 @@ enum Command {
     List(list::Args),
     /// Show the tracked flows.
     Flows(flows::Args),
-    /// Keep the host-address map current (rtnetlink); exits once detached.
+    /// Keep the host-address map current (rtnetlink) and mappings made by container name
+    /// on their containers (Docker events); exits once detached.
     Watch(watch::Args),
+    /// Attach and publish again what was attached before a reboot or an upgrade
+    /// (from /var/lib/portfwd); idempotent.
+    Restore(restore::Args),
 }
 
 /// Runs the command; what it prints on stdout.
@@ -54,6 +59,7 @@ pub fn run(cli: Cli) -> Result<String, Error> {
         Command::List(args) => list::run(netns, args),
         Command::Flows(args) => flows::run(netns, args),
         Command::Watch(args) => watch::run(netns, args),
+        Command::Restore(args) => restore::run(netns, args),
     }
 }
 

@@ -20,6 +20,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
             eprintln!("portfwd watch: tracking {addresses} host addresses");
         }
         ops::WatchEvent::DeadNamespace(dead) => super::say_removed(&[dead]),
+        ops::WatchEvent::Follow(event) => super::restore::say_followed(&event),
     })?;
     let syncs = report.syncs;
     Ok(match report.end {

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     error::Result,
+    host::ifaces,
     spec::{self, Mapping, SpecTemplate},
     table,
 };
@@ -16,6 +17,11 @@ pub struct AddRequest {
     pub replace: bool,
     /// Publish even if a host process holds the port.
     pub force: bool,
+    /// Not recorded in the state file (`persist`): for a front end whose
+    /// mappings live only as long as something else (a Docker userland
+    /// proxy's port, re-made by dockerd after a boot), which `restore` must
+    /// not make again.
+    pub transient: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +41,7 @@ pub fn add(req: &AddRequest) -> Result<AddReport> {
     let dead_namespaces = super::enter(req.netns.as_deref())?;
     let mappings = super::resolve_specs(&req.specs, super::attached_bridges)?;
     spec::check_unique(&mappings)?;
+    let names = super::follow::names(&req.specs, &mappings)?;
     let mut at = super::open_attached()?;
     table::check_free(&at.maps, &mappings, req.replace)?;
     if !req.force {
@@ -51,6 +58,11 @@ pub fn add(req: &AddRequest) -> Result<AddReport> {
     }
     for (bridge, mappings) in &by_bridge {
         table::add(&mut at.maps, mappings, *bridge, req.replace)?;
+        let name = ifaces::ifname(*bridge).unwrap_or_else(|| format!("#{bridge}"));
+        at.doc.record(&name, mappings, &names);
+    }
+    if !req.transient {
+        at.doc.save()?;
     }
     Ok(AddReport {
         added: mappings,

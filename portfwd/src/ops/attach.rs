@@ -8,6 +8,7 @@ use crate::{
     bpf,
     error::{Error, Result},
     host::{bpffs, cgroup, ifaces},
+    persist,
     spec::{self, Mapping, SpecTemplate},
     state::StateDir,
     table,
@@ -65,6 +66,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
     let dead_namespaces = super::enter(req.netns.as_deref())?;
     let mappings = super::resolve_specs(&req.specs, || vec![req.bridge.clone()])?;
     spec::check_unique(&mappings)?;
+    let names = super::follow::names(&req.specs, &mappings)?;
     let bridge_index = ifaces::require_ethernet(&req.bridge)?;
     let (external, defaulted) = if req.external.is_empty() {
         let found = ifaces::default_route_interfaces()?;
@@ -98,6 +100,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
     let fresh = !state.exists();
     state.create()?;
     let result = table::lock(&state).and_then(|_lock| {
+        let mut doc = persist::Doc::load()?;
         if !fresh {
             // Refuse before touching anything if the pinned maps are another
             // version's (`Maps::open` checks), or a new mapping would shadow
@@ -112,7 +115,15 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
             bridge_index,
             &external,
             &ext_indices,
-        )
+        )?;
+        doc.set_bridge(
+            &req.bridge,
+            &req.external,
+            req.cgroup.as_deref(),
+            req.no_local,
+        );
+        doc.record(&req.bridge, &mappings, &names);
+        doc.save()
     });
     if result.is_err() && fresh {
         let _ = state.remove();

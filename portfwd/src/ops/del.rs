@@ -32,6 +32,8 @@ pub fn del(req: &DelRequest) -> Result<DelReport> {
     let dead_namespaces = super::enter(req.netns.as_deref())?;
     let mut at = super::open_attached()?;
     let removed = table::remove(&mut at.maps, &req.ports, req.kill)?;
+    at.doc.remove(&removed);
+    at.doc.save()?;
     Ok(DelReport {
         removed,
         killed: req.kill,

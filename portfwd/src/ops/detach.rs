@@ -4,6 +4,7 @@ use crate::{
     bpf,
     error::{Error, Result},
     host::ifaces,
+    persist,
     state::StateDir,
     table,
 };
@@ -46,6 +47,7 @@ pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
     }
     let last = state.bridges() == [index];
     let _lock = table::lock(&state)?;
+    let mut doc = persist::Doc::load()?;
     // The table matters only when other bridges stay: the last detach
     // removes everything, even state another portfwd version left whose maps
     // this one cannot read. Otherwise the bridge's mappings leave through
@@ -58,19 +60,28 @@ pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
     };
     bpf::detach_pinned(&pin)?;
     let detached = if last {
-        for link in state.all_links() {
-            bpf::detach_pinned(&link)?;
-        }
-        state.remove()?;
+        remove_everything(&state)?;
+        doc.bridges.clear();
         Detached::Everything
     } else {
+        doc.remove_bridge(bridge);
         Detached::Bridge {
             mappings_removed: removed.len(),
         }
     };
+    doc.save()?;
     Ok(DetachReport {
         bridge: bridge.to_string(),
         detached,
         dead_namespaces,
     })
+}
+
+/// Detaches every link of the namespace and removes its state directory,
+/// maps and all, whatever version of portfwd made them.
+pub(crate) fn remove_everything(state: &StateDir) -> Result<()> {
+    for link in state.all_links() {
+        bpf::detach_pinned(&link)?;
+    }
+    state.remove()
 }

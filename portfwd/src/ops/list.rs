@@ -11,6 +11,7 @@ use crate::{
     error::Result,
     family::{Af, Family},
     host::ifaces,
+    persist,
     spec::{HostPort, Proto},
     state::StateDir,
     table,
@@ -21,8 +22,13 @@ pub struct Row {
     pub proto: String,
     pub host_ip: String,
     pub host_port: u16,
+    /// `0.0.0.0` or `::` while the mapping is held: the container it
+    /// follows does not run (see `ops::follow`).
     pub container_ip: String,
     pub container_port: u16,
+    /// The Docker container the mapping follows (made by name); None for a
+    /// mapping by address.
+    pub container_name: Option<String>,
     pub bridge: String,
     /// Both directions.
     pub packets: u64,
@@ -48,7 +54,7 @@ pub struct ConntrackUse {
 
 /// The rows of both families, and how full conntrack is (from one pass over
 /// each family's).
-pub fn rows(maps: &Maps) -> (Vec<Row>, ConntrackUse) {
+pub fn rows(maps: &Maps, doc: &persist::Doc) -> (Vec<Row>, ConntrackUse) {
     let now = super::monotonic_ns();
     let mut usage = ConntrackUse::default();
     let mut active = BTreeMap::new();
@@ -64,6 +70,7 @@ pub fn rows(maps: &Maps) -> (Vec<Row>, ConntrackUse) {
                 host_port: host.port,
                 container_ip: t.addr.to_string(),
                 container_port: t.port,
+                container_name: doc.container_of(&host).map(str::to_string),
                 bridge: ifaces::ifname(t.bridge_ifindex)
                     .unwrap_or_else(|| format!("#{}", t.bridge_ifindex)),
                 packets: s.fwd_packets + s.rev_packets,
@@ -145,7 +152,10 @@ pub fn list(req: &ListRequest) -> Result<ListReport> {
             ..Default::default()
         });
     };
-    let (rows, conntrack) = rows(&maps);
+    // Names only: a file that cannot be read is for the commands that
+    // change things to refuse.
+    let doc = persist::Doc::load().unwrap_or_default();
+    let (rows, conntrack) = rows(&maps, &doc);
     let one_family = one_family(&maps);
     let programs = if req.programs {
         Some(ProgramsReport {

@@ -19,8 +19,10 @@ pub mod attach;
 pub mod del;
 pub mod detach;
 pub mod flows;
+pub mod follow;
 pub mod list;
 pub mod reap;
+pub mod restore;
 pub mod watch;
 
 pub use add::{add, AddReport, AddRequest};
@@ -28,8 +30,10 @@ pub use attach::{attach, AttachReport, AttachRequest, MtuMismatch};
 pub use del::{del, DelReport, DelRequest};
 pub use detach::{detach, DetachReport, DetachRequest, Detached};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
+pub use follow::{FollowEvent, Followed};
 pub use list::{list, ListReport, ListRequest, OneFamily, ProgramsReport, Row};
 pub use reap::DeadNamespace;
+pub use restore::{restore, RestoreReport, RestoreRequest, Restored};
 pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};
 
 use crate::{
@@ -103,6 +107,8 @@ pub(crate) struct Attached {
     pub maps: Maps,
     /// The namespace's addresses, as read for this command.
     pub networks: Vec<ifaces::Network>,
+    /// What survives a reboot, read under the lock; a change saves it.
+    pub doc: crate::persist::Doc,
     _lock: Lock,
 }
 
@@ -120,6 +126,7 @@ pub(crate) fn open_attached() -> Result<Attached> {
         state,
         maps,
         networks,
+        doc: crate::persist::Doc::load()?,
         _lock: lock,
     })
 }

@@ -75,6 +75,9 @@ pub enum WatchEvent {
     /// The state of another namespace, which no longer existed, was removed
     /// (at the start, then every `REAP_EVERY`).
     DeadNamespace(super::DeadNamespace),
+    /// Mappings made by container name follow their containers (see
+    /// `follow`).
+    Follow(super::FollowEvent),
 }
 
 /// How often `watch` looks for the state of namespaces that are gone.
@@ -119,12 +122,16 @@ pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result
     };
     let addresses = sync()?;
     on_event(WatchEvent::Tracking { addresses });
+    let follower = super::follow::Follower::start();
     let start = std::time::Instant::now();
     let mut buf = vec![0u8; 64 << 10];
     let mut syncs = 1u64;
     let mut reaped = std::time::Instant::now();
     let mut cooled = std::time::Instant::now();
     loop {
+        for e in follower.events() {
+            on_event(WatchEvent::Follow(e));
+        }
         if cooled.elapsed() >= COOL_EVERY && state.exists() {
             let _lock = crate::table::lock(&state)?;
             crate::table::rebuild_hot(&mut Maps::open(&state)?)?;
