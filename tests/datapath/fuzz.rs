@@ -23,7 +23,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         5353,
         &[0x42; 2000],
     );
-    let frags = fragments(&big, &[1480]);
+    let frags = fragments(&big, &[1480], 0x7777);
     let reply = tcp(ep(HOST, 8080), client, TCP_ACK);
     vec![
         ("syn", ext, tcp(ep(CLIENT, 45_100), host, TCP_SYN)),
@@ -161,13 +161,15 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_packets_come_out_untouched_or_translated_with_right_checksums() {
-    if datapath("mutated_packets_come_out_untouched_or_translated_with_right_checksums").is_none() {
+    if datapath::<V4>("mutated_packets_come_out_untouched_or_translated_with_right_checksums")
+        .is_none()
+    {
         return;
     }
     let ns = common::Netns::new(format!("pft-{}-dp-fuzz", std::process::id()));
     common::in_netns(&ns.name, || {
         let mut dp =
-            standard("mutated_packets_come_out_untouched_or_translated_with_right_checksums")
+            standard::<V4>("mutated_packets_come_out_untouched_or_translated_with_right_checksums")
                 .expect("a datapath");
         flows(&mut dp);
         let seeds = seeds();
