@@ -26,3 +26,4 @@ mod hairpin;
 mod icmp;
 mod mtu;
 mod rnat;
+mod v6;

@@ -379,3 +379,40 @@ crate::both!(
     a_packet_too_big_for_the_bridge_gets_fragmentation_needed,
     a_reply_too_big_for_the_clients_link_gets_fragmentation_needed,
 );
+
+/// IPv6 routers never fragment: a container's reply too big for the
+/// client's link gets "packet too big" even where IPv4 would cut it (a
+/// fragment already, a datagram without DF), and nothing is cut.
+#[test]
+fn an_ipv6_reply_too_big_is_answered_never_cut() {
+    const TEST: &str = "an_ipv6_reply_too_big_is_answered_never_cut";
+    if datapath::<V6>(TEST).is_none() {
+        return;
+    }
+    let (ns, small) = small_link("mtu-v6cut");
+    common::in_netns(&ns.name, move || {
+        let mut dp = standard::<V6>(TEST).expect("a datapath");
+        let client = ep(V6::CLIENT, 43_300);
+        let run = dp.run_on(
+            portfwd_common::PROG_EXTERNAL_INGRESS,
+            &udp(client, ep(V6::HOST, 5353), b"query"),
+            small,
+        );
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "the query over the small link"
+        );
+        let whole = udp(ep(V6::DNS_CONTAINER, 53), client, &[0x6b; 3000]);
+        let first = &fragments(&whole, &[1448], 0x4242)[0];
+        for (what, pkt) in [("a whole datagram", &whole), ("a first fragment", first)] {
+            let run = dp.br(pkt);
+            assert_frag_needed(&format!("{what} too big"), &run, pkt, V6::HOST, SMALL_MTU);
+        }
+        assert_eq!(dp.counter("fragmented"), 0, "nothing is cut");
+        assert_eq!(
+            dp.counter("icmp_frag_needed_sent"),
+            2,
+            "counter icmp_frag_needed_sent"
+        );
+    });
+}

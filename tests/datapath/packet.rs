@@ -82,14 +82,20 @@ impl Ip {
 }
 
 /// An options extension header (hop-by-hop or destination options) of
-/// `units` 8-byte units, filled with one PadN option.
+/// `units` 8-byte units, filled with padding options (PadN, a last Pad1).
 pub fn ext_options(units: usize) -> Vec<u8> {
-    assert!(
-        (1..=32).contains(&units),
-        "test bug: options length (one PadN)"
-    );
-    let mut h = vec![0, (units - 1) as u8, 1, (units * 8 - 4) as u8];
-    h.resize(units * 8, 0);
+    assert!((1..=256).contains(&units), "test bug: options length");
+    let mut h = vec![0, (units - 1) as u8];
+    while h.len() < units * 8 {
+        let left = units * 8 - h.len();
+        if left == 1 {
+            h.push(0);
+        } else {
+            let n = (left - 2).min(255);
+            h.extend_from_slice(&[1, n as u8]);
+            h.resize(h.len() + n, 0);
+        }
+    }
     h
 }
 
