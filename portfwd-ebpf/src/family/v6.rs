@@ -214,7 +214,9 @@ fn try_parse<P: Packet>(p: &P, out: &mut Parsed<V6>) -> Option<()> {
         out.kind = Kind::Fragment;
         return Some(());
     }
-    ports(p, h.l4_off, &mut out.flow)?;
+    if !ports(p, h.l4_off, &mut out.flow)? {
+        return Some(());
+    }
     out.flow.first_fragment = h.fragment;
     out.kind = Kind::Flow;
     Some(())
@@ -279,9 +281,11 @@ fn walk<P: Packet>(p: &P, l3_off: usize, next: u8) -> Option<Option<Headers>> {
 }
 
 /// Fills in the ports (and TCP flags) of `flow`, whose L4 header is at
-/// `l4_off`.
+/// `l4_off`. Some(false): a UDP checksum of zero, which IPv6 forbids (RFC
+/// 8200, 8.1): not a datagram to translate (the kernel discards it), and
+/// one that would keep its zero through the rewrite.
 #[inline(always)]
-fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V6>) -> Option<()> {
+fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V6>) -> Option<bool> {
     flow.l4_off = l4_off as u16;
     flow.sport_be = p.read(l4_off + L4_SPORT_OFF)?;
     flow.dport_be = p.read(l4_off + L4_DPORT_OFF)?;
@@ -289,10 +293,12 @@ fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V6>) -> Option<()> {
         p.read::<u16>(l4_off + TCP_CSUM_OFF)?;
         p.read::<[u8; 2]>(l4_off + TCP_FLAGS_OFF - 1)?[1]
     } else {
-        p.read::<u16>(l4_off + UDP_CSUM_OFF)?;
+        if p.read::<u16>(l4_off + UDP_CSUM_OFF)? == 0 {
+            return Some(false);
+        }
         0
     };
-    Some(())
+    Some(true)
 }
 
 /// Fills in `out` if the ICMPv6 message at `icmp_off` (the L3 packet being
