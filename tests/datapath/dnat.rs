@@ -456,12 +456,7 @@ fn packets_that_are_not_for_a_published_port_are_left_alone() {
         "conntrack entries were created: {:?}",
         dp.ct_entries()
     );
-    let drops: Vec<_> = dp
-        .maps
-        .counters()
-        .into_iter()
-        .filter(|(n, v)| n.starts_with("drop_") && *v != 0)
-        .collect();
+    let drops = dp.drops();
     assert!(
         drops.is_empty(),
         "drops counted for untouched packets: {drops:?}"

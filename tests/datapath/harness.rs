@@ -134,7 +134,8 @@ impl Fam for V4 {
     }
 }
 
-const fn v6(segments: [u16; 8]) -> IpAddr {
+/// An IPv6 address from its eight 16-bit groups, for constants.
+pub const fn v6(segments: [u16; 8]) -> IpAddr {
     let [a, b, c, d, e, f, g, h] = segments;
     IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h))
 }
@@ -326,6 +327,15 @@ impl<F: Fam> Datapath<F> {
     /// A packet arriving from the bridge.
     pub fn br(&mut self, pkt: &[u8]) -> Run {
         self.run(PROG_BRIDGE_INGRESS, pkt)
+    }
+
+    /// The drop counters that are not zero.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        self.maps
+            .counters()
+            .into_iter()
+            .filter(|(n, v)| n.starts_with("drop_") && *v != 0)
+            .collect()
     }
 
     pub fn counter(&self, name: &str) -> u64 {

@@ -11,23 +11,18 @@ use portfwd_common::{
 
 use crate::{harness::*, packet::*};
 
-const fn addr(segments: [u16; 8]) -> IpAddr {
-    let [a, b, c, d, e, f, g, h] = segments;
-    IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h))
-}
-
 /// A client's and a router's link-local addresses, one of the host's.
-const LL_CLIENT: IpAddr = addr([0xfe80, 0, 0, 0, 0, 0, 0, 7]);
-const LL_ROUTER: IpAddr = addr([0xfe80, 0, 0, 0, 0, 0, 0, 1]);
-const LL_HOST: IpAddr = addr([0xfe80, 0, 0, 0, 0, 0, 0, 0x11]);
+const LL_CLIENT: IpAddr = v6([0xfe80, 0, 0, 0, 0, 0, 0, 7]);
+const LL_ROUTER: IpAddr = v6([0xfe80, 0, 0, 0, 0, 0, 0, 1]);
+const LL_HOST: IpAddr = v6([0xfe80, 0, 0, 0, 0, 0, 0, 0x11]);
 /// The end of the link-local prefix (fe80::/10).
-const LL_LAST: IpAddr = addr([0xfebf, 0xffff, 0, 0, 0, 0, 0, 7]);
+const LL_LAST: IpAddr = v6([0xfebf, 0xffff, 0, 0, 0, 0, 0, 7]);
 /// Just past it (site-local, deprecated, but not link-local).
-const SITE_LOCAL: IpAddr = addr([0xfec0, 0, 0, 0, 0, 0, 0, 7]);
-const ALL_NODES: IpAddr = addr([0xff02, 0, 0, 0, 0, 0, 0, 1]);
-const ALL_ROUTERS: IpAddr = addr([0xff02, 0, 0, 0, 0, 0, 0, 2]);
+const SITE_LOCAL: IpAddr = v6([0xfec0, 0, 0, 0, 0, 0, 0, 7]);
+const ALL_NODES: IpAddr = v6([0xff02, 0, 0, 0, 0, 0, 0, 1]);
+const ALL_ROUTERS: IpAddr = v6([0xff02, 0, 0, 0, 0, 0, 0, 2]);
 /// The solicited-node multicast address of the host's V6::HOST.
-const SOLICITED_HOST: IpAddr = addr([0xff02, 0, 0, 0, 0, 1, 0xff00, 1]);
+const SOLICITED_HOST: IpAddr = v6([0xff02, 0, 0, 0, 0, 1, 0xff00, 1]);
 
 /// `pkt` is left alone by both programs.
 fn assert_untouched_by_both(dp: &mut Datapath<V6>, what: &str, pkt: &[u8]) {
@@ -45,12 +40,7 @@ fn assert_nothing_done(dp: &Datapath<V6>, what: &str) {
         "{what}: conntrack entries were created: {:?}",
         dp.ct_entries()
     );
-    let drops: Vec<_> = dp
-        .maps
-        .counters()
-        .into_iter()
-        .filter(|(n, v)| n.starts_with("drop_") && *v != 0)
-        .collect();
+    let drops = dp.drops();
     assert!(drops.is_empty(), "{what}: drops counted: {drops:?}");
 }
 
@@ -394,7 +384,7 @@ fn neighbour_and_router_discovery_are_never_touched() {
     ra_body.extend_from_slice(&[
         3, 4, 64, 0xc0, 0, 0, 0x0e, 0x10, 0, 0, 0x0e, 0x10, 0, 0, 0, 0,
     ]);
-    ra_body.extend(octets(addr([0x2001, 0xdb8, 1, 0, 0, 0, 0, 0])));
+    ra_body.extend(octets(v6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 0])));
     let mut redirect_body = octets(LL_ROUTER);
     redirect_body.extend(octets(V6::CLIENT));
     // The redirected header option: the start of the packet redirected.
@@ -453,7 +443,7 @@ fn neighbour_and_router_discovery_are_never_touched() {
             "multicast listener report",
             icmp_error(
                 LL_CLIENT,
-                addr([0xff02, 0, 0, 0, 0, 0, 0, 0x16]),
+                v6([0xff02, 0, 0, 0, 0, 0, 0, 0x16]),
                 143,
                 0,
                 [0; 4],
