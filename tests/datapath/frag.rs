@@ -10,13 +10,23 @@ fn udp_datagram_of(ip: &Ip, sport: u16, dport: u16, len: usize) -> Vec<u8> {
     udp_with(ip, sport, dport, &payload)
 }
 
-const CUTS: [usize; 2] = [1480, 2960];
+/// Where a sender on a 1500-byte link cuts: the most payload a fragment of
+/// 1500 bytes holds (IPv6: after its header and the fragment header).
+fn cuts<F: Fam>() -> [usize; 2] {
+    if F::HOST.is_ipv6() {
+        [1448, 2896]
+    } else {
+        [1480, 2960]
+    }
+}
 
 /// `out` is `want` byte for byte but for the IPv4 checksum, which verifies.
 fn assert_same_fragment(what: &str, out: &[u8], want: &[u8]) {
     let clear = |p: &[u8]| {
         let mut c = p.to_vec();
-        c[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+        if !is_v6(p) {
+            c[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+        }
         c
     };
     assert_eq!(
@@ -27,26 +37,24 @@ fn assert_same_fragment(what: &str, out: &[u8], want: &[u8]) {
     assert!(ip_csum_ok(out), "{what}: the IPv4 checksum does not verify");
 }
 
-#[test]
-fn fragments_of_a_published_datagram_follow_the_first() {
-    let Some(mut dp) = standard("fragments_of_a_published_datagram_follow_the_first") else {
+fn fragments_of_a_published_datagram_follow_the_first<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let ip = Ip::new(CLIENT, HOST, PROTO_UDP).id(0x4242);
+    let ip = Ip::new(F::CLIENT, F::HOST, PROTO_UDP).id(0x4242);
     let whole = udp_datagram_of(&ip, 50_500, 5353, 4000);
     // The rewritten datagram, its checksum computed over all of it here,
     // cut the same way.
     let want_whole = {
         let mut w = whole.clone();
-        w[ETH_HLEN + 16..ETH_HLEN + 20].copy_from_slice(&DNS_CONTAINER.octets());
-        let l4 = l4_off(&w);
-        w[l4 + 2..l4 + 4].copy_from_slice(&53u16.to_be_bytes());
+        set_ip(&mut w, true, F::DNS_CONTAINER);
+        set_port(&mut w, 2, 53);
         fix_ip_csum(&mut w);
         fix_l4_csum(&mut w);
         w
     };
-    let sent = fragments(&whole, &CUTS);
-    let want = fragments(&want_whole, &CUTS);
+    let sent = fragments(&whole, &cuts::<F>(), 0x4242);
+    let want = fragments(&want_whole, &cuts::<F>(), 0x4242);
     for (i, (f, w)) in sent.iter().zip(&want).enumerate() {
         let run = dp.ext(f);
         assert_eq!(
@@ -63,19 +71,18 @@ fn fragments_of_a_published_datagram_follow_the_first() {
     assert_eq!(dp.counter("ct_new"), 1, "one flow for the datagram");
 }
 
-#[test]
-fn a_tcp_segment_in_fragments_is_forwarded_whole() {
-    let Some(mut dp) = standard("a_tcp_segment_in_fragments_is_forwarded_whole") else {
+fn a_tcp_segment_in_fragments_is_forwarded_whole<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let ip = Ip::new(CLIENT, HOST, PROTO_TCP).id(0x0777);
+    let ip = Ip::new(F::CLIENT, F::HOST, PROTO_TCP).id(0x0777);
     let whole = tcp_with(&ip, 42_000, 8080, TCP_SYN, &[0xab; 64]);
     let mut want_whole = tcp_with(&ip, 42_000, 80, TCP_SYN, &[0xab; 64]);
-    want_whole[ETH_HLEN + 16..ETH_HLEN + 20].copy_from_slice(&CONTAINER.octets());
+    set_ip(&mut want_whole, true, F::CONTAINER);
     fix_ip_csum(&mut want_whole);
     fix_l4_csum(&mut want_whole);
-    let sent = fragments(&whole, &[40]);
-    let want = fragments(&want_whole, &[40]);
+    let sent = fragments(&whole, &[40], 0x0777);
+    let want = fragments(&want_whole, &[40], 0x0777);
     for (i, (f, w)) in sent.iter().zip(&want).enumerate() {
         let run = dp.ext(f);
         assert_eq!(run.verdict, TC_ACT_REDIRECT, "TCP fragment {i}");
@@ -83,19 +90,18 @@ fn a_tcp_segment_in_fragments_is_forwarded_whole() {
     }
 }
 
-#[test]
-fn fragments_of_other_datagrams_are_left_alone() {
-    let Some(mut dp) = standard("fragments_of_other_datagrams_are_left_alone") else {
+fn fragments_of_other_datagrams_are_left_alone<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
     // To a port nothing publishes, in order.
     let whole = udp_datagram_of(
-        &Ip::new(CLIENT, HOST, PROTO_UDP).id(0x1111),
+        &Ip::new(F::CLIENT, F::HOST, PROTO_UDP).id(0x1111),
         50_600,
         9999,
         4000,
     );
-    for (i, f) in fragments(&whole, &CUTS).iter().enumerate() {
+    for (i, f) in fragments(&whole, &cuts::<F>(), 0x1111).iter().enumerate() {
         assert_untouched(
             &format!("fragment {i} to an unpublished port"),
             &dp.ext(f),
@@ -105,12 +111,14 @@ fn fragments_of_other_datagrams_are_left_alone() {
     // Through the host to somewhere else: a later one with no first is not
     // held back either.
     let routed = udp_datagram_of(
-        &Ip::new(CLIENT, ELSEWHERE, PROTO_UDP).id(0x2222),
+        &Ip::new(F::CLIENT, F::ELSEWHERE, PROTO_UDP).id(0x2222),
         50_601,
         5353,
         4000,
     );
-    let last = fragments(&routed, &CUTS).pop().expect("three fragments");
+    let last = fragments(&routed, &cuts::<F>(), 0x2222)
+        .pop()
+        .expect("three fragments");
     assert_untouched("a routed datagram's last fragment", &dp.ext(&last), &last);
     assert!(
         dp.ct_entries().is_empty(),
@@ -119,30 +127,28 @@ fn fragments_of_other_datagrams_are_left_alone() {
     assert_eq!(dp.counter("fragment_queued"), 0, "nothing waits");
 }
 
-#[test]
-fn a_containers_reply_in_fragments_follows_its_first() {
-    let Some(mut dp) = standard("a_containers_reply_in_fragments_follows_its_first") else {
+fn a_containers_reply_in_fragments_follows_its_first<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let client = ep(CLIENT, 50_700);
+    let client = ep(F::CLIENT, 50_700);
     assert_eq!(
-        dp.ext(&udp(client, ep(HOST, 5353), b"q")).verdict,
+        dp.ext(&udp(client, ep(F::HOST, 5353), b"q")).verdict,
         TC_ACT_REDIRECT,
         "the query"
     );
-    let ip = Ip::new(DNS_CONTAINER, CLIENT, PROTO_UDP).id(0x3333);
+    let ip = Ip::new(F::DNS_CONTAINER, F::CLIENT, PROTO_UDP).id(0x3333);
     let whole = udp_datagram_of(&ip, 53, client.port(), 3500);
     let want_whole = {
         let mut w = whole.clone();
-        w[ETH_HLEN + 12..ETH_HLEN + 16].copy_from_slice(&HOST.octets());
-        let l4 = l4_off(&w);
-        w[l4..l4 + 2].copy_from_slice(&5353u16.to_be_bytes());
+        set_ip(&mut w, false, F::HOST);
+        set_port(&mut w, 0, 5353);
         fix_ip_csum(&mut w);
         fix_l4_csum(&mut w);
         w
     };
-    let sent = fragments(&whole, &CUTS);
-    let want = fragments(&want_whole, &CUTS);
+    let sent = fragments(&whole, &cuts::<F>(), 0x3333);
+    let want = fragments(&want_whole, &cuts::<F>(), 0x3333);
     for (i, (f, w)) in sent.iter().zip(&want).enumerate() {
         let run = dp.br(f);
         assert_eq!(
@@ -196,7 +202,7 @@ impl Capture {
         Self(fd)
     }
 
-    /// Every incoming IPv4 frame so far (loopback shows each twice, going
+    /// Every incoming IPv4 or IPv6 frame so far (loopback shows each twice, going
     /// out and coming in; only the incoming copy is kept).
     fn incoming(&self) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
@@ -224,7 +230,10 @@ impl Capture {
             buf.truncate(n as usize);
             if from.sll_pkttype != libc::PACKET_OUTGOING
                 && buf.len() > ETH_HLEN
-                && u16::from_be_bytes([buf[12], buf[13]]) == ETH_P_IP
+                && matches!(
+                    u16::from_be_bytes([buf[12], buf[13]]),
+                    ETH_P_IP | ETH_P_IPV6
+                )
             {
                 frames.push(buf);
             }
@@ -237,18 +246,17 @@ impl Capture {
 /// the program again in order: the first, then the waiting ones as they
 /// came. Runs in a namespace of its own, where the replayed frames come into
 /// the loopback and are captured there.
-#[test]
-fn fragments_that_come_before_their_first_wait_for_it() {
-    if datapath("fragments_that_come_before_their_first_wait_for_it").is_none() {
+fn fragments_that_come_before_their_first_wait_for_it<F: Fam>(test: &str) {
+    if datapath::<F>(test).is_none() {
         return;
     }
-    let ns = common::Netns::new(format!("pft-{}-dp-frag", std::process::id()));
-    common::in_netns(&ns.name, || {
-        let mut dp =
-            standard("fragments_that_come_before_their_first_wait_for_it").expect("a datapath");
-        let ip = Ip::new(CLIENT, HOST, PROTO_UDP).id(0x5151);
+    let ns = common::Netns::new(format!("pft-{}-dp-frag{}", std::process::id(), F::NAME));
+    let test = test.to_string();
+    common::in_netns(&ns.name, move || {
+        let mut dp = standard::<F>(&test).expect("a datapath");
+        let ip = Ip::new(F::CLIENT, F::HOST, PROTO_UDP).id(0x5151);
         let whole = udp_datagram_of(&ip, 50_800, 5353, 4000);
-        let sent = fragments(&whole, &CUTS);
+        let sent = fragments(&whole, &cuts::<F>(), 0x5151);
         let capture = Capture::on_lo();
 
         for (what, f) in [("last", &sent[2]), ("middle", &sent[1])] {
@@ -294,15 +302,14 @@ fn fragments_that_come_before_their_first_wait_for_it() {
     });
 }
 
-#[test]
-fn only_so_many_fragments_wait_for_their_first() {
-    let Some(mut dp) = standard("only_so_many_fragments_wait_for_their_first") else {
+fn only_so_many_fragments_wait_for_their_first<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let ip = Ip::new(CLIENT, HOST, PROTO_UDP).id(0x6161);
+    let ip = Ip::new(F::CLIENT, F::HOST, PROTO_UDP).id(0x6161);
     let whole = udp_datagram_of(&ip, 50_900, 5353, 8 * 200);
     let cuts: Vec<usize> = (1..8).map(|i| i * 200).collect();
-    let sent = fragments(&whole, &cuts);
+    let sent = fragments(&whole, &cuts, 0x6161);
     let slots = portfwd_common::FRAG_QUEUE_SLOTS as usize;
     for (i, f) in sent[1..].iter().enumerate() {
         let run = dp.ext(f);
@@ -327,7 +334,7 @@ fn only_so_many_fragments_wait_for_their_first() {
 /// or UDP is not portfwd's.
 #[test]
 fn df_alone_is_no_fragment() {
-    let Some(mut dp) = standard("df_alone_is_no_fragment") else {
+    let Some(mut dp) = standard::<V4>("df_alone_is_no_fragment") else {
         return;
     };
     let syn = tcp_with(
@@ -356,3 +363,12 @@ fn df_alone_is_no_fragment() {
     let gre = ipv4_frame(&Ip::new(CLIENT, HOST, 47).frag(IP_MF), &[0u8; 32]);
     assert_untouched("a GRE fragment", &dp.ext(&gre), &gre);
 }
+
+crate::both!(
+    fragments_of_a_published_datagram_follow_the_first,
+    a_tcp_segment_in_fragments_is_forwarded_whole,
+    fragments_of_other_datagrams_are_left_alone,
+    a_containers_reply_in_fragments_follows_its_first,
+    fragments_that_come_before_their_first_wait_for_it,
+    only_so_many_fragments_wait_for_their_first,
+);

@@ -1,22 +1,16 @@
 //! Hairpin: containers reaching a published port through a host address.
-use std::net::Ipv4Addr;
-
 use portfwd_common::{CT_DIR_FORWARD, CT_DIR_REPLY, PROTO_TCP};
 
 use crate::{common, harness::*, packet::*};
 
-/// Another container on the bridge (a hairpin client).
-const NEIGHBOUR: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 7);
-
-#[test]
-fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
-    let Some(mut dp) = standard("hairpin_packets_from_the_bridge_are_dnated_and_snated") else {
+fn hairpin_packets_from_the_bridge_are_dnated_and_snated<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let client = ep(OTHER_CONTAINER, 41_000);
-    let host = ep(HOST, 8080);
-    let container = ep(CONTAINER, 80);
-    let snat = ep(HOST, 41_000);
+    let client = ep(F::OTHER_CONTAINER, 41_000);
+    let host = ep(F::HOST, 8080);
+    let container = ep(F::CONTAINER, 80);
+    let snat = ep(F::HOST, 41_000);
 
     let run = dp.br(&tcp(client, host, TCP_SYN));
     assert_eq!(
@@ -49,9 +43,9 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
         ),
         (
             CT_DIR_FORWARD,
-            be(CONTAINER),
+            be(F::CONTAINER),
             80u16.to_be(),
-            be(HOST),
+            be(F::HOST),
             41_000u16.to_be(),
             BRIDGE_IFINDEX
         ),
@@ -71,9 +65,9 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
         ),
         (
             CT_DIR_REPLY,
-            be(HOST),
+            be(F::HOST),
             8080u16.to_be(),
-            be(OTHER_CONTAINER),
+            be(F::OTHER_CONTAINER),
             41_000u16.to_be(),
             TEST_RUN_IFINDEX
         ),
@@ -125,11 +119,11 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
 
     // A second container using the same source port: another port is found,
     // and each gets its own replies.
-    let second = ep(NEIGHBOUR, 41_000);
+    let second = ep(F::NEIGHBOUR, 41_000);
     let run = dp.br(&tcp(second, host, TCP_SYN));
     assert_eq!(run.verdict, TC_ACT_REDIRECT, "the second hairpin SYN");
     let moved = src_of(&run.out);
-    assert_eq!(*moved.ip(), HOST, "the second flow's source address");
+    assert_eq!(moved.ip(), F::HOST, "the second flow's source address");
     assert!(
         moved.port() != 41_000 && moved.port() >= 1024,
         "the second flow must get another unprivileged port, got {moved}"
@@ -151,7 +145,7 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
         &tcp(host, second, TCP_SYN | TCP_ACK),
     );
     let data = tcp_with(
-        &Ip::new(CONTAINER, HOST, PROTO_TCP),
+        &Ip::new(F::CONTAINER, F::HOST, PROTO_TCP),
         80,
         41_000,
         TCP_PSH | TCP_ACK,
@@ -159,7 +153,7 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
     );
     let run = dp.br(&data);
     let want = tcp_with(
-        &Ip::new(HOST, OTHER_CONTAINER, PROTO_TCP),
+        &Ip::new(F::HOST, F::OTHER_CONTAINER, PROTO_TCP),
         8080,
         41_000,
         TCP_PSH | TCP_ACK,
@@ -172,37 +166,37 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
     );
 
     // A container reaching itself through the other host address.
-    let own = ep(CONTAINER, 42_000);
-    let run = dp.br(&tcp(own, ep(HOST2, 8080), TCP_SYN));
+    let own = ep(F::CONTAINER, 42_000);
+    let run = dp.br(&tcp(own, ep(F::HOST2, 8080), TCP_SYN));
     assert_eq!(run.verdict, TC_ACT_REDIRECT, "the self-hairpin SYN");
     assert_translated(
         "self-hairpin SYN",
         &run.out,
-        &tcp(ep(HOST2, 42_000), container, TCP_SYN),
+        &tcp(ep(F::HOST2, 42_000), container, TCP_SYN),
     );
-    let run = dp.br(&tcp(container, ep(HOST2, 42_000), TCP_SYN | TCP_ACK));
+    let run = dp.br(&tcp(container, ep(F::HOST2, 42_000), TCP_SYN | TCP_ACK));
     assert_translated(
         "self-hairpin SYN-ACK",
         &run.out,
-        &tcp(ep(HOST2, 8080), own, TCP_SYN | TCP_ACK),
+        &tcp(ep(F::HOST2, 8080), own, TCP_SYN | TCP_ACK),
     );
 
     // UDP both ways, checksums verified.
-    let dns = ep(DNS_CONTAINER, 53);
-    let asker = ep(OTHER_CONTAINER, 5_000);
-    let run = dp.br(&udp(asker, ep(HOST, 5353), b"query"));
+    let dns = ep(F::DNS_CONTAINER, 53);
+    let asker = ep(F::OTHER_CONTAINER, 5_000);
+    let run = dp.br(&udp(asker, ep(F::HOST, 5353), b"query"));
     assert_eq!(run.verdict, TC_ACT_REDIRECT, "the hairpin datagram");
     assert_translated(
         "hairpin UDP",
         &run.out,
-        &udp(ep(HOST, 5_000), dns, b"query"),
+        &udp(ep(F::HOST, 5_000), dns, b"query"),
     );
-    let run = dp.br(&udp(dns, ep(HOST, 5_000), b"answer"));
+    let run = dp.br(&udp(dns, ep(F::HOST, 5_000), b"answer"));
     assert_eq!(run.verdict, TC_ACT_REDIRECT, "the hairpin answer");
     assert_translated(
         "hairpin UDP answer",
         &run.out,
-        &udp(ep(HOST, 5353), asker, b"answer"),
+        &udp(ep(F::HOST, 5353), asker, b"answer"),
     );
     assert_eq!(dp.counter("hairpin"), 4, "counter hairpin");
 
@@ -211,19 +205,19 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
     for (what, pkt) in [
         (
             "to an unpublished host port",
-            tcp(ep(NEIGHBOUR, 43_000), ep(HOST, 8081), TCP_SYN),
+            tcp(ep(F::NEIGHBOUR, 43_000), ep(F::HOST, 8081), TCP_SYN),
         ),
         (
             "to a published port on an address that is not the host's",
-            tcp(ep(NEIGHBOUR, 43_000), ep(ELSEWHERE, 8080), TCP_SYN),
+            tcp(ep(F::NEIGHBOUR, 43_000), ep(F::ELSEWHERE, 8080), TCP_SYN),
         ),
         (
             "an ACK of no known flow",
-            tcp(ep(NEIGHBOUR, 43_001), host, TCP_ACK),
+            tcp(ep(F::NEIGHBOUR, 43_001), host, TCP_ACK),
         ),
         (
             "UDP to a TCP-only port",
-            udp(ep(NEIGHBOUR, 43_000), host, b"x"),
+            udp(ep(F::NEIGHBOUR, 43_000), host, b"x"),
         ),
     ] {
         assert_untouched(&format!("from the bridge, {what}"), &dp.br(&pkt), &pkt);
@@ -234,21 +228,22 @@ fn hairpin_packets_from_the_bridge_are_dnated_and_snated() {
 /// The source port of a hairpin flow is never one a host socket answers to
 /// (a listener on the port, or a host process connected to the container
 /// from it). Runs in a namespace of its own, with its own sockets.
-#[test]
-fn hairpin_source_ports_avoid_host_sockets() {
-    if datapath("hairpin_source_ports_avoid_host_sockets").is_none() {
+fn hairpin_source_ports_avoid_host_sockets<F: Fam>(test: &str) {
+    if datapath::<F>(test).is_none() {
         return;
     }
-    let ns = common::Netns::new(format!("pft-{}-dp-hairpin", std::process::id()));
-    common::in_netns(&ns.name, || {
-        let mut dp = standard("hairpin_source_ports_avoid_host_sockets").expect("a datapath");
-        let tcp_taken = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("a TCP listener");
-        let udp_taken = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("a UDP socket");
+    let ns = common::Netns::new(format!("pft-{}-dp-hairpin{}", std::process::id(), F::NAME));
+    let test = test.to_string();
+    common::in_netns(&ns.name, move || {
+        let mut dp = standard::<F>(&test).expect("a datapath");
+        let any = std::net::SocketAddr::new(F::FAMILY.unspecified(), 0);
+        let tcp_taken = std::net::TcpListener::bind(any).expect("a TCP listener");
+        let udp_taken = std::net::UdpSocket::bind(any).expect("a UDP socket");
         let tport = tcp_taken.local_addr().unwrap().port();
         let uport = udp_taken.local_addr().unwrap().port();
 
-        let client = ep(OTHER_CONTAINER, tport);
-        let run = dp.br(&tcp(client, ep(HOST, 8080), TCP_SYN));
+        let client = ep(F::OTHER_CONTAINER, tport);
+        let run = dp.br(&tcp(client, ep(F::HOST, 8080), TCP_SYN));
         assert_eq!(run.verdict, TC_ACT_REDIRECT, "the hairpin SYN");
         let src = src_of(&run.out);
         assert!(
@@ -258,11 +253,11 @@ fn hairpin_source_ports_avoid_host_sockets() {
         assert_translated(
             "hairpin SYN, port moved",
             &run.out,
-            &tcp(ep(HOST, src.port()), ep(CONTAINER, 80), TCP_SYN),
+            &tcp(ep(F::HOST, src.port()), ep(F::CONTAINER, 80), TCP_SYN),
         );
 
-        let asker = ep(OTHER_CONTAINER, uport);
-        let run = dp.br(&udp(asker, ep(HOST, 5353), b"q"));
+        let asker = ep(F::OTHER_CONTAINER, uport);
+        let run = dp.br(&udp(asker, ep(F::HOST, 5353), b"q"));
         assert_eq!(run.verdict, TC_ACT_REDIRECT, "the hairpin datagram");
         let src = src_of(&run.out);
         assert!(
@@ -277,11 +272,16 @@ fn hairpin_source_ports_avoid_host_sockets() {
 
         // A port nobody holds is kept.
         drop(tcp_taken);
-        let run = dp.br(&tcp(ep(NEIGHBOUR, tport), ep(HOST, 8080), TCP_SYN));
+        let run = dp.br(&tcp(ep(F::NEIGHBOUR, tport), ep(F::HOST, 8080), TCP_SYN));
         assert_translated(
             "hairpin SYN, port free again",
             &run.out,
-            &tcp(ep(HOST, tport), ep(CONTAINER, 80), TCP_SYN),
+            &tcp(ep(F::HOST, tport), ep(F::CONTAINER, 80), TCP_SYN),
         );
     });
 }
+
+crate::both!(
+    hairpin_packets_from_the_bridge_are_dnated_and_snated,
+    hairpin_source_ports_avoid_host_sockets,
+);

@@ -1,6 +1,12 @@
 //! The datapath under test: a private copy of the eBPF object, its maps
-//! filled the way userspace would, and the fixture every test starts from.
-use std::net::{Ipv4Addr, SocketAddrV4};
+//! filled the way userspace would, and the fixture every test starts from,
+//! for either family: `Fam` names each family's addresses and SPECs, and
+//! `both!` runs a test body written once over `Fam` as an IPv4 and an IPv6
+//! test.
+use std::{
+    marker::PhantomData,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use aya::{
     programs::{TestRun, TestRunOptions},
@@ -8,9 +14,11 @@ use aya::{
 };
 use portfwd::{
     datapath::{self, Maps},
+    family::Family,
     spec::Spec,
 };
-use portfwd_common::{CtEntry, CtKey, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS, V4};
+use portfwd_common::{CtEntry, CtKey, PROG_BRIDGE_INGRESS, PROG_EXTERNAL_INGRESS};
+pub use portfwd_common::{V4, V6};
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -56,22 +64,136 @@ pub const TEST_RUN_IFINDEX: u32 = 1;
 pub const WEB_SPEC: &str = "8080=172.30.0.2:80";
 pub const DNS_SPEC: &str = "5353=172.30.0.3:53/udp";
 
-pub fn ep(addr: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(addr, port)
+pub fn ep(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(addr.into(), port)
 }
 
-pub fn be(addr: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(addr.octets())
+/// An address as the family's maps hold it.
+pub fn be<F: Family>(addr: impl Into<IpAddr>) -> F {
+    let addr = addr.into();
+    F::from_ip(addr).unwrap_or_else(|| panic!("test bug: {addr} is not of the family"))
+}
+
+/// A family as the tests see it: the addresses and SPECs of the standard
+/// fixture (the IPv4 ones are the plain constants above), and what differs
+/// in the family's ICMP.
+pub trait Fam: Family {
+    const NAME: &'static str;
+    const CLIENT: IpAddr;
+    const OTHER_CLIENT: IpAddr;
+    const HOST: IpAddr;
+    const HOST2: IpAddr;
+    const ELSEWHERE: IpAddr;
+    const CONTAINER: IpAddr;
+    const DNS_CONTAINER: IpAddr;
+    const OTHER_CONTAINER: IpAddr;
+    /// Another container on the bridge (a hairpin client).
+    const NEIGHBOUR: IpAddr;
+    /// A router between the host and its clients.
+    const ROUTER: IpAddr;
+    const WEB_SPEC: &'static str;
+    const DNS_SPEC: &'static str;
+    /// `9090=OTHER_CONTAINER:90`.
+    const OTHER_SPEC: &'static str;
+    /// `HOST:8080=CONTAINER:80`.
+    const HOST_ONLY_SPEC: &'static str;
+    /// `8080=OTHER_CONTAINER:81`.
+    const MOVED_SPEC: &'static str;
+    /// ICMP (ICMPv6) type and code of "port unreachable".
+    const PORT_UNREACH: (u8, u8);
+    const ECHO_REQUEST: u8;
+    const ECHO_REPLY: u8;
+    /// Type, code and bytes 4..8 of "fragmentation needed" ("packet too
+    /// big") for `mtu`.
+    fn too_big(mtu: u16) -> (u8, u8, [u8; 4]);
+}
+
+impl Fam for V4 {
+    const NAME: &'static str = "IPv4";
+    const CLIENT: IpAddr = IpAddr::V4(CLIENT);
+    const OTHER_CLIENT: IpAddr = IpAddr::V4(OTHER_CLIENT);
+    const HOST: IpAddr = IpAddr::V4(HOST);
+    const HOST2: IpAddr = IpAddr::V4(HOST2);
+    const ELSEWHERE: IpAddr = IpAddr::V4(ELSEWHERE);
+    const CONTAINER: IpAddr = IpAddr::V4(CONTAINER);
+    const DNS_CONTAINER: IpAddr = IpAddr::V4(DNS_CONTAINER);
+    const OTHER_CONTAINER: IpAddr = IpAddr::V4(OTHER_CONTAINER);
+    const NEIGHBOUR: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 30, 0, 7));
+    const ROUTER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    const WEB_SPEC: &'static str = WEB_SPEC;
+    const DNS_SPEC: &'static str = DNS_SPEC;
+    const OTHER_SPEC: &'static str = "9090=172.30.0.9:90";
+    const HOST_ONLY_SPEC: &'static str = "10.0.1.1:8080=172.30.0.2:80";
+    const MOVED_SPEC: &'static str = "8080=172.30.0.9:81";
+    const PORT_UNREACH: (u8, u8) = (3, 3);
+    const ECHO_REQUEST: u8 = 8;
+    const ECHO_REPLY: u8 = 0;
+    fn too_big(mtu: u16) -> (u8, u8, [u8; 4]) {
+        let [hi, lo] = mtu.to_be_bytes();
+        (3, 4, [0, 0, hi, lo])
+    }
+}
+
+/// An IPv6 address from its eight 16-bit groups, for constants.
+pub const fn v6(segments: [u16; 8]) -> IpAddr {
+    let [a, b, c, d, e, f, g, h] = segments;
+    IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h))
+}
+
+impl Fam for V6 {
+    const NAME: &'static str = "IPv6";
+    const CLIENT: IpAddr = v6([0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 7]);
+    const OTHER_CLIENT: IpAddr = v6([0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x23]);
+    const HOST: IpAddr = v6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 1]);
+    const HOST2: IpAddr = v6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 5]);
+    const ELSEWHERE: IpAddr = v6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x99]);
+    const CONTAINER: IpAddr = v6([0xfd00, 0x30, 0, 0, 0, 0, 0, 2]);
+    const DNS_CONTAINER: IpAddr = v6([0xfd00, 0x30, 0, 0, 0, 0, 0, 3]);
+    const OTHER_CONTAINER: IpAddr = v6([0xfd00, 0x30, 0, 0, 0, 0, 0, 9]);
+    const NEIGHBOUR: IpAddr = v6([0xfd00, 0x30, 0, 0, 0, 0, 0, 7]);
+    const ROUTER: IpAddr = v6([0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1]);
+    const WEB_SPEC: &'static str = "8080=[fd00:30::2]:80";
+    const DNS_SPEC: &'static str = "5353=[fd00:30::3]:53/udp";
+    const OTHER_SPEC: &'static str = "9090=[fd00:30::9]:90";
+    const HOST_ONLY_SPEC: &'static str = "[2001:db8:1::1]:8080=[fd00:30::2]:80";
+    const MOVED_SPEC: &'static str = "8080=[fd00:30::9]:81";
+    const PORT_UNREACH: (u8, u8) = (1, 4);
+    const ECHO_REQUEST: u8 = 128;
+    const ECHO_REPLY: u8 = 129;
+    fn too_big(mtu: u16) -> (u8, u8, [u8; 4]) {
+        (2, 0, u32::from(mtu).to_be_bytes())
+    }
+}
+
+/// Two #[test]s, `NAME::v4` and `NAME::v6`, running the body `NAME::<F>`
+/// (a `fn NAME<F: Fam>(test: &str)` in the calling module) for each family.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn v4() {
+                super::$name::<portfwd_common::V4>(concat!(stringify!($name), "::v4"));
+            }
+            #[test]
+            fn v6() {
+                super::$name::<portfwd_common::V6>(concat!(stringify!($name), "::v6"));
+            }
+        }
+    )+};
 }
 
 // ---------------------------------------------------------------------------
 // The datapath under test.
 // ---------------------------------------------------------------------------
 
-pub struct Datapath {
+/// A loaded datapath, seen through family `F`'s maps (the programs serve
+/// both families).
+pub struct Datapath<F: Fam = V4> {
     pub maps: Maps,
     // The programs; kept alive with the maps they were loaded with.
     pub ebpf: Ebpf,
+    family: PhantomData<F>,
 }
 
 /// What a program did with a packet.
@@ -82,7 +204,7 @@ pub struct Run {
 
 /// A fresh datapath, or None if this machine cannot run BPF programs (and
 /// this is not CI).
-pub fn datapath(test: &str) -> Option<Datapath> {
+pub fn datapath<F: Fam>(test: &str) -> Option<Datapath<F>> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
@@ -95,25 +217,29 @@ pub fn datapath(test: &str) -> Option<Datapath> {
     let mut ebpf =
         datapath::load(None).expect("loading the eBPF object and verifying its programs");
     let maps = Maps::take(&mut ebpf).expect("taking the maps out of the eBPF object");
-    Some(Datapath { maps, ebpf })
+    Some(Datapath {
+        maps,
+        ebpf,
+        family: PhantomData,
+    })
 }
 
-/// The usual setup: two host addresses, a TCP and a UDP wildcard mapping.
-pub fn standard(test: &str) -> Option<Datapath> {
-    let mut dp = datapath(test)?;
-    dp.local(HOST);
-    dp.local(HOST2);
-    dp.publish(WEB_SPEC);
-    dp.publish(DNS_SPEC);
+/// The usual setup: two host addresses, a TCP and a UDP wildcard mapping,
+/// all of family `F`.
+pub fn standard<F: Fam>(test: &str) -> Option<Datapath<F>> {
+    let mut dp = datapath::<F>(test)?;
+    dp.local(F::HOST);
+    dp.local(F::HOST2);
+    dp.publish(F::WEB_SPEC);
+    dp.publish(F::DNS_SPEC);
     Some(dp)
 }
 
-impl Datapath {
-    pub fn local(&mut self, addr: Ipv4Addr) {
-        self.maps
-            .v4
+impl<F: Fam> Datapath<F> {
+    pub fn local(&mut self, addr: impl Into<IpAddr>) {
+        F::maps_mut(&mut self.maps)
             .local_addrs
-            .insert(be(addr), EXT_IFINDEX, 0)
+            .insert(be::<F>(addr), EXT_IFINDEX, 0)
             .expect("inserting into pf_local");
     }
 
@@ -131,10 +257,9 @@ impl Datapath {
     pub fn unpublish(&mut self, spec: &str) {
         let spec: Spec = spec.parse().expect("a valid SPEC");
         for m in &spec.mappings {
-            self.maps
-                .v4
+            F::maps_mut(&mut self.maps)
                 .mappings
-                .remove(&m.host.key::<V4>().expect("an IPv4 SPEC"))
+                .remove(&m.host.key::<F>().expect("a SPEC of the family"))
                 .expect("removing from pf_map");
         }
     }
@@ -204,6 +329,15 @@ impl Datapath {
         self.run(PROG_BRIDGE_INGRESS, pkt)
     }
 
+    /// The drop counters that are not zero.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        self.maps
+            .counters()
+            .into_iter()
+            .filter(|(n, v)| n.starts_with("drop_") && *v != 0)
+            .collect()
+    }
+
     pub fn counter(&self, name: &str) -> u64 {
         self.maps
             .counters()
@@ -213,13 +347,12 @@ impl Datapath {
             .1
     }
 
-    pub fn ct(&self, key: &CtKey<V4>) -> Option<CtEntry<V4>> {
-        self.maps.v4.conntrack.get(key, 0).ok()
+    pub fn ct(&self, key: &CtKey<F>) -> Option<CtEntry<F>> {
+        F::maps(&self.maps).conntrack.get(key, 0).ok()
     }
 
-    pub fn ct_entries(&self) -> Vec<(CtKey<V4>, CtEntry<V4>)> {
-        self.maps
-            .v4
+    pub fn ct_entries(&self) -> Vec<(CtKey<F>, CtEntry<F>)> {
+        F::maps(&self.maps)
             .conntrack
             .iter()
             .map(|r| r.expect("iterating pf_ct"))
@@ -237,13 +370,12 @@ pub fn too_short_for_test_run(pkt: &[u8]) -> bool {
     }
 }
 
-pub fn ct_key(src: SocketAddrV4, dst: SocketAddrV4, proto: u8) -> CtKey<V4> {
-    CtKey {
-        saddr_be: be(*src.ip()),
-        daddr_be: be(*dst.ip()),
-        sport_be: src.port().to_be(),
-        dport_be: dst.port().to_be(),
+pub fn ct_key<F: Family>(src: SocketAddr, dst: SocketAddr, proto: u8) -> CtKey<F> {
+    CtKey::new(
+        be(src.ip()),
+        be(dst.ip()),
+        src.port().to_be(),
+        dst.port().to_be(),
         proto,
-        pad: [0; 3],
-    }
+    )
 }

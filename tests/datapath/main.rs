@@ -5,7 +5,9 @@
 //! userspace would, hands hand-built Ethernet frames to `pf_ext_in` (DNAT) and
 //! `pf_br_in` (reverse NAT) and checks the verdict, the bytes that come out,
 //! the conntrack entries and the counters. One file per path, over a shared
-//! packet builder (`packet`) and harness (`harness`).
+//! packet builder (`packet`) and harness (`harness`); a test whose behaviour
+//! is the same in both families is one body over `harness::Fam`, run by
+//! `both!` as `NAME::v4` and `NAME::v6`, and `v6` holds what only IPv6 has.
 //!
 //! Under test_run `bpf_redirect_neigh` only records the target and returns
 //! TC_ACT_REDIRECT, and the skb's device is the loopback (ifindex 1).
@@ -26,3 +28,4 @@ mod hairpin;
 mod icmp;
 mod mtu;
 mod rnat;
+mod v6;

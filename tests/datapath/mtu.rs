@@ -1,6 +1,10 @@
 //! Path MTU: a packet too big for the device it is redirected to gets a
-//! "fragmentation needed" back instead of vanishing. Runs in a namespace of
-//! its own, with a veth device of MTU 1400 as the small link.
+//! "fragmentation needed" (ICMPv6 "packet too big") back instead of
+//! vanishing; an IPv4 one without DF may be cut instead, an IPv6 one never
+//! is. Runs in a namespace of its own, with a veth device of MTU 1400 as the
+//! small link.
+use std::net::{IpAddr, SocketAddr};
+
 use portfwd_common::PROTO_TCP;
 
 use crate::{common, harness::*, packet::*};
@@ -25,16 +29,12 @@ fn small_link(tag: &str) -> (common::Netns, u32) {
     (ns, ifindex)
 }
 
-/// A TCP segment of `len` bytes of L3, DF set.
-fn big_segment(
-    src: std::net::SocketAddrV4,
-    dst: std::net::SocketAddrV4,
-    flags: u8,
-    len: usize,
-) -> Vec<u8> {
-    let payload = vec![0x5a; len - 40];
+/// A TCP segment of `len` bytes of L3, DF set (IPv4).
+fn big_segment(src: SocketAddr, dst: SocketAddr, flags: u8, len: usize) -> Vec<u8> {
+    let l3_header = if src.is_ipv6() { 40 } else { 20 };
+    let payload = vec![0x5a; len - l3_header - 20];
     tcp_with(
-        &Ip::new(*src.ip(), *dst.ip(), PROTO_TCP).frag(IP_DF),
+        &Ip::new(src.ip(), dst.ip(), PROTO_TCP).frag(if src.is_ipv6() { 0 } else { IP_DF }),
         src.port(),
         dst.port(),
         flags,
@@ -44,8 +44,10 @@ fn big_segment(
 
 /// `out` is the "fragmentation needed" (MTU `mtu`) from `from` that
 /// answers `pkt`: back to its sender, quoting its first 68 bytes of L3,
-/// every checksum right.
-fn assert_frag_needed(what: &str, run: &Run, pkt: &[u8], from: std::net::Ipv4Addr, mtu: u16) {
+/// every checksum right. IPv6: "packet too big", quoting as much as fits
+/// the minimum MTU (1280 bytes in all: 1232 of the packet), hop limit 64.
+fn assert_frag_needed(what: &str, run: &Run, pkt: &[u8], from: impl Into<IpAddr>, mtu: u16) {
+    let from = from.into();
     assert_eq!(
         run.verdict, TC_ACT_REDIRECT,
         "{what}: the error goes back out"
@@ -57,44 +59,62 @@ fn assert_frag_needed(what: &str, run: &Run, pkt: &[u8], from: std::net::Ipv4Add
         &pkt[..6],
         "{what}: from the MAC it was sent to"
     );
-    let sender = *src_of(pkt).ip();
-    let mut want = icmp_error(
-        from,
-        sender,
-        3,
-        4,
-        [0, 0, (mtu >> 8) as u8, mtu as u8],
-        &l3(pkt)[..68],
-    );
-    // The kernel's TOS for ICMP errors (internetwork control precedence),
-    // and no IP identification.
-    want[ETH_HLEN + 1] = 0xc0;
-    want[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&[0, 0]);
-    fix_ip_csum(&mut want);
+    let sender = src_of(pkt).ip();
+    let want = if is_v6(pkt) {
+        let want = icmp_error(
+            from,
+            sender,
+            2,
+            0,
+            u32::from(mtu).to_be_bytes(),
+            &l3(pkt)[..1232],
+        );
+        assert_eq!(want.len(), ETH_HLEN + 1280, "test bug: the error's size");
+        want
+    } else {
+        let mut want = icmp_error(
+            from,
+            sender,
+            3,
+            4,
+            [0, 0, (mtu >> 8) as u8, mtu as u8],
+            &l3(pkt)[..68],
+        );
+        // The kernel's TOS for ICMP errors (internetwork control
+        // precedence), and no IP identification.
+        want[ETH_HLEN + 1] = 0xc0;
+        want[ETH_HLEN + 4..ETH_HLEN + 6].copy_from_slice(&[0, 0]);
+        fix_ip_csum(&mut want);
+        want
+    };
     let mut got = out.clone();
     got[..12].copy_from_slice(&want[..12]);
     assert_eq!(
         got, want,
-        "{what}: not the expected ICMP fragmentation needed"
+        "{what}: not the expected ICMP fragmentation needed / packet too big"
     );
     assert!(ip_csum_ok(out) && icmp_csum_ok(out), "{what}: checksums");
 }
 
-#[test]
-fn a_packet_too_big_for_the_bridge_gets_fragmentation_needed() {
-    if datapath("a_packet_too_big_for_the_bridge_gets_fragmentation_needed").is_none() {
+fn a_packet_too_big_for_the_bridge_gets_fragmentation_needed<F: Fam>(test: &str) {
+    if datapath::<F>(test).is_none() {
         return;
     }
-    let (ns, small) = small_link("mtu-fwd");
+    let (ns, small) = small_link(&format!("mtu-fwd{}", F::NAME));
+    let test = test.to_string();
     common::in_netns(&ns.name, move || {
-        let mut dp = datapath("a_packet_too_big_for_the_bridge_gets_fragmentation_needed")
-            .expect("a datapath");
-        dp.local(HOST);
-        dp.publish_on(WEB_SPEC, small);
-        let client = ep(CLIENT, 43_000);
-        let host = ep(HOST, 8080);
+        let mut dp = datapath::<F>(&test).expect("a datapath");
+        dp.local(F::HOST);
+        dp.publish_on(F::WEB_SPEC, small);
+        let client = ep(F::CLIENT, 43_000);
+        let host = ep(F::HOST, 8080);
 
         let fits = big_segment(client, host, TCP_SYN, SMALL_MTU as usize);
+        assert_eq!(
+            ip_total_len(&fits),
+            SMALL_MTU as usize,
+            "test bug: the size"
+        );
         assert_eq!(
             dp.ext(&fits).verdict,
             TC_ACT_REDIRECT,
@@ -106,7 +126,7 @@ fn a_packet_too_big_for_the_bridge_gets_fragmentation_needed() {
             "1500 bytes to a 1400 MTU bridge",
             &run,
             &big,
-            HOST,
+            F::HOST,
             SMALL_MTU,
         );
         assert_eq!(
@@ -117,21 +137,20 @@ fn a_packet_too_big_for_the_bridge_gets_fragmentation_needed() {
     });
 }
 
-#[test]
-fn a_reply_too_big_for_the_clients_link_gets_fragmentation_needed() {
-    if datapath("a_reply_too_big_for_the_clients_link_gets_fragmentation_needed").is_none() {
+fn a_reply_too_big_for_the_clients_link_gets_fragmentation_needed<F: Fam>(test: &str) {
+    if datapath::<F>(test).is_none() {
         return;
     }
-    let (ns, small) = small_link("mtu-rev");
+    let (ns, small) = small_link(&format!("mtu-rev{}", F::NAME));
+    let test = test.to_string();
     common::in_netns(&ns.name, move || {
-        let mut dp = standard("a_reply_too_big_for_the_clients_link_gets_fragmentation_needed")
-            .expect("a datapath");
-        let client = ep(CLIENT, 43_100);
-        let container = ep(CONTAINER, 80);
+        let mut dp = standard::<F>(&test).expect("a datapath");
+        let client = ep(F::CLIENT, 43_100);
+        let container = ep(F::CONTAINER, 80);
         // The client comes in on the small link.
         let run = dp.run_on(
             portfwd_common::PROG_EXTERNAL_INGRESS,
-            &tcp(client, ep(HOST, 8080), TCP_SYN),
+            &tcp(client, ep(F::HOST, 8080), TCP_SYN),
             small,
         );
         assert_eq!(run.verdict, TC_ACT_REDIRECT, "the SYN");
@@ -141,7 +160,7 @@ fn a_reply_too_big_for_the_clients_link_gets_fragmentation_needed() {
             "a 1500-byte reply to a 1400 MTU link",
             &run,
             &big,
-            HOST,
+            F::HOST,
             SMALL_MTU,
         );
 
@@ -152,8 +171,8 @@ fn a_reply_too_big_for_the_clients_link_gets_fragmentation_needed() {
             "a reply that fits goes"
         );
         assert_eq!(
-            *src_of(&dp.br(&fits).out).ip(),
-            HOST,
+            src_of(&dp.br(&fits).out).ip(),
+            F::HOST,
             "and is reverse-NATed"
         );
     });
@@ -163,12 +182,12 @@ fn a_reply_too_big_for_the_clients_link_gets_fragmentation_needed() {
 /// a second); the packets it cannot answer are dropped and counted.
 #[test]
 fn fragmentation_needed_is_rate_limited() {
-    if datapath("fragmentation_needed_is_rate_limited").is_none() {
+    if datapath::<V4>("fragmentation_needed_is_rate_limited").is_none() {
         return;
     }
     let (ns, small) = small_link("mtu-rate");
     common::in_netns(&ns.name, move || {
-        let mut dp = datapath("fragmentation_needed_is_rate_limited").expect("a datapath");
+        let mut dp = datapath::<V4>("fragmentation_needed_is_rate_limited").expect("a datapath");
         dp.local(HOST);
         dp.publish_on(WEB_SPEC, small);
         let host = ep(HOST, 8080);
@@ -219,9 +238,9 @@ fn fragmentation_needed_is_rate_limited() {
 fn after_a_query_over_the_small_link(
     tag: &str,
     test: &'static str,
-    f: impl FnOnce(&mut Datapath, std::net::SocketAddrV4) + Send + 'static,
+    f: impl FnOnce(&mut Datapath, SocketAddr) + Send + 'static,
 ) {
-    if datapath(test).is_none() {
+    if datapath::<V4>(test).is_none() {
         return;
     }
     let (ns, small) = small_link(tag);
@@ -237,7 +256,7 @@ fn after_a_query_over_the_small_link(
         "small",
     ]);
     common::in_netns(&ns.name, move || {
-        let mut dp = standard(test).expect("a datapath");
+        let mut dp = standard::<V4>(test).expect("a datapath");
         let client = ep(CLIENT, 43_200);
         let run = dp.run_on(
             portfwd_common::PROG_EXTERNAL_INGRESS,
@@ -250,10 +269,10 @@ fn after_a_query_over_the_small_link(
 }
 
 /// The container's UDP reply of `len` bytes of payload to `client`, no DF.
-fn big_reply(client: std::net::SocketAddrV4, len: usize) -> Vec<u8> {
+fn big_reply(client: SocketAddr, len: usize) -> Vec<u8> {
     let container = ep(DNS_CONTAINER, 53);
     udp_with(
-        &Ip::new(*container.ip(), *client.ip(), portfwd_common::PROTO_UDP).id(0x4242),
+        &Ip::new(container.ip(), client.ip(), portfwd_common::PROTO_UDP).id(0x4242),
         container.port(),
         client.port(),
         &vec![0x6b; len],
@@ -266,7 +285,7 @@ fn assert_last_piece(run: &Run, l3: &[u8], offset: usize, more: bool) {
     assert_eq!(run.verdict, TC_ACT_REDIRECT, "its last piece goes out");
     let out = &run.out;
     assert_eq!(&out[..6], &[2, 0, 0, 0, 9, 2], "to the route's neighbour");
-    assert_eq!(ip_addr(out, 12), HOST, "reverse-NATed source");
+    assert_eq!(src_ip(out), HOST, "reverse-NATed source");
     assert_eq!(
         ip_total_len(out),
         20 + l3.len() - offset,
@@ -297,7 +316,7 @@ fn a_replys_fragment_too_big_for_the_clients_link_is_cut_again() {
     after_a_query_over_the_small_link("mtu-cut", TEST, |dp, client| {
         // The container's kernel cut at 1500: a first fragment of 1480
         // bytes of payload.
-        let first = &fragments(&big_reply(client, 3000), &[1480])[0];
+        let first = &fragments(&big_reply(client, 3000), &[1480], 0x4242)[0];
         let run = dp.br(first);
         assert_eq!(
             dp.counter("icmp_frag_needed_sent"),
@@ -353,5 +372,47 @@ fn a_whole_reply_with_a_bad_checksum_is_not_cut() {
             "fragmentation needed sent"
         );
         assert_frag_needed("the bad datagram", &run, &whole, HOST, SMALL_MTU);
+    });
+}
+
+crate::both!(
+    a_packet_too_big_for_the_bridge_gets_fragmentation_needed,
+    a_reply_too_big_for_the_clients_link_gets_fragmentation_needed,
+);
+
+/// IPv6 routers never fragment: a container's reply too big for the
+/// client's link gets "packet too big" even where IPv4 would cut it (a
+/// fragment already, a datagram without DF), and nothing is cut.
+#[test]
+fn an_ipv6_reply_too_big_is_answered_never_cut() {
+    const TEST: &str = "an_ipv6_reply_too_big_is_answered_never_cut";
+    if datapath::<V6>(TEST).is_none() {
+        return;
+    }
+    let (ns, small) = small_link("mtu-v6cut");
+    common::in_netns(&ns.name, move || {
+        let mut dp = standard::<V6>(TEST).expect("a datapath");
+        let client = ep(V6::CLIENT, 43_300);
+        let run = dp.run_on(
+            portfwd_common::PROG_EXTERNAL_INGRESS,
+            &udp(client, ep(V6::HOST, 5353), b"query"),
+            small,
+        );
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "the query over the small link"
+        );
+        let whole = udp(ep(V6::DNS_CONTAINER, 53), client, &[0x6b; 3000]);
+        let first = &fragments(&whole, &[1448], 0x4242)[0];
+        for (what, pkt) in [("a whole datagram", &whole), ("a first fragment", first)] {
+            let run = dp.br(pkt);
+            assert_frag_needed(&format!("{what} too big"), &run, pkt, V6::HOST, SMALL_MTU);
+        }
+        assert_eq!(dp.counter("fragmented"), 0, "nothing is cut");
+        assert_eq!(
+            dp.counter("icmp_frag_needed_sent"),
+            2,
+            "counter icmp_frag_needed_sent"
+        );
     });
 }

@@ -1,18 +1,15 @@
 //! Reverse NAT: the containers' replies.
-use std::net::Ipv4Addr;
-
 use portfwd_common::{CT_DIR_REPLY, CT_F_ACK, CT_F_SYN, CT_LIFETIME_TCP_NS, PROTO_TCP};
 
 use crate::{harness::*, packet::*};
 
-#[test]
-fn the_reply_finds_the_entry_the_syn_created() {
-    let Some(mut dp) = standard("the_reply_finds_the_entry_the_syn_created") else {
+fn the_reply_finds_the_entry_the_syn_created<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let client = ep(CLIENT, 40_001);
-    let host = ep(HOST2, 8080);
-    let container = ep(CONTAINER, 80);
+    let client = ep(F::CLIENT, 40_001);
+    let host = ep(F::HOST2, 8080);
+    let container = ep(F::CONTAINER, 80);
     assert_eq!(
         dp.ext(&tcp(client, host, TCP_SYN)).verdict,
         TC_ACT_REDIRECT,
@@ -30,14 +27,8 @@ fn the_reply_finds_the_entry_the_syn_created() {
         ct_key(container, client, PROTO_TCP),
         "the reply entry's key is container -> client"
     );
-    let from = ep(
-        Ipv4Addr::from(rkey.saddr_be.to_ne_bytes()),
-        u16::from_be(rkey.sport_be),
-    );
-    let to = ep(
-        Ipv4Addr::from(rkey.daddr_be.to_ne_bytes()),
-        u16::from_be(rkey.dport_be),
-    );
+    let from = ep(rkey.saddr_be.to_ip(), u16::from_be(rkey.sport_be));
+    let to = ep(rkey.daddr_be.to_ip(), u16::from_be(rkey.dport_be));
     let syn_ack = tcp(from, to, TCP_SYN | TCP_ACK);
     assert!(
         l4_csum_ok(&syn_ack) && ip_csum_ok(&syn_ack),
@@ -110,7 +101,7 @@ fn the_reply_finds_the_entry_the_syn_created() {
 
     // Data from the container is reverse-NATed too.
     let data = tcp_with(
-        &Ip::new(CONTAINER, CLIENT, PROTO_TCP),
+        &Ip::new(F::CONTAINER, F::CLIENT, PROTO_TCP),
         80,
         client.port(),
         TCP_PSH | TCP_ACK,
@@ -122,7 +113,7 @@ fn the_reply_finds_the_entry_the_syn_created() {
         "reply data must be reverse-NATed"
     );
     let want = tcp_with(
-        &Ip::new(HOST2, CLIENT, PROTO_TCP),
+        &Ip::new(F::HOST2, F::CLIENT, PROTO_TCP),
         8080,
         client.port(),
         TCP_PSH | TCP_ACK,
@@ -140,8 +131,8 @@ fn the_reply_finds_the_entry_the_syn_created() {
         &fwd_tuple,
     );
     let stranger = tcp(
-        ep(CONTAINER, 80),
-        ep(OTHER_CLIENT, 40_001),
+        ep(F::CONTAINER, 80),
+        ep(F::OTHER_CLIENT, 40_001),
         TCP_SYN | TCP_ACK,
     );
     assert_untouched(
@@ -167,15 +158,14 @@ fn the_reply_finds_the_entry_the_syn_created() {
 /// to the container (Docker's own DNAT, plain routing) that reuses the tuple
 /// of a flow portfwd still tracks: it is left to the kernel, and the stale
 /// entries go so that the rest of that connection is left alone too.
-#[test]
-fn replies_of_flows_portfwd_did_not_create_are_left_alone() {
-    let Some(mut dp) = standard("replies_of_flows_portfwd_did_not_create_are_left_alone") else {
+fn replies_of_flows_portfwd_did_not_create_are_left_alone<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let host = ep(HOST, 8080);
-    let container = ep(CONTAINER, 80);
+    let host = ep(F::HOST, 8080);
+    let container = ep(F::CONTAINER, 80);
     for (what, close) in [("finished", true), ("established, never closed", false)] {
-        let client = ep(CLIENT, if close { 40_700 } else { 40_701 });
+        let client = ep(F::CLIENT, if close { 40_700 } else { 40_701 });
         assert_eq!(
             dp.ext(&tcp(client, host, TCP_SYN)).verdict,
             TC_ACT_REDIRECT,
@@ -226,14 +216,13 @@ fn replies_of_flows_portfwd_did_not_create_are_left_alone() {
 
 /// A new SYN on the tuple of an established or finished flow starts a new
 /// flow (fresh entries), not a continuation of the old one.
-#[test]
-fn a_syn_reusing_a_tuple_starts_a_new_flow() {
-    let Some(mut dp) = standard("a_syn_reusing_a_tuple_starts_a_new_flow") else {
+fn a_syn_reusing_a_tuple_starts_a_new_flow<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let client = ep(CLIENT, 40_800);
-    let host = ep(HOST, 8080);
-    let container = ep(CONTAINER, 80);
+    let client = ep(F::CLIENT, 40_800);
+    let host = ep(F::HOST, 8080);
+    let container = ep(F::CONTAINER, 80);
     dp.ext(&tcp(client, host, TCP_SYN));
     dp.br(&tcp(container, client, TCP_SYN | TCP_ACK));
     dp.ext(&tcp(client, host, TCP_ACK));
@@ -270,14 +259,13 @@ fn a_syn_reusing_a_tuple_starts_a_new_flow() {
 /// another way (Docker's own DNAT, say): left to the kernel. A FIN the client
 /// sends again (it missed that ACK) makes the container's next answer the
 /// flow's again.
-#[test]
-fn after_the_last_ack_the_containers_time_wait_is_left_alone() {
-    let Some(mut dp) = standard("after_the_last_ack_the_containers_time_wait_is_left_alone") else {
+fn after_the_last_ack_the_containers_time_wait_is_left_alone<F: Fam>(test: &str) {
+    let Some(mut dp) = standard::<F>(test) else {
         return;
     };
-    let client = ep(CLIENT, 40_900);
-    let host = ep(HOST, 8080);
-    let container = ep(CONTAINER, 80);
+    let client = ep(F::CLIENT, 40_900);
+    let host = ep(F::HOST, 8080);
+    let container = ep(F::CONTAINER, 80);
     dp.ext(&tcp(client, host, TCP_SYN));
     dp.br(&tcp(container, client, TCP_SYN | TCP_ACK));
     dp.ext(&tcp(client, host, TCP_ACK));
@@ -319,3 +307,10 @@ fn after_the_last_ack_the_containers_time_wait_is_left_alone() {
     );
     assert_translated("the ACK again", &run.out, &tcp(host, client, TCP_ACK));
 }
+
+crate::both!(
+    the_reply_finds_the_entry_the_syn_created,
+    replies_of_flows_portfwd_did_not_create_are_left_alone,
+    a_syn_reusing_a_tuple_starts_a_new_flow,
+    after_the_last_ack_the_containers_time_wait_is_left_alone,
+);

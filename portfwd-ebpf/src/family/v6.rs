@@ -5,7 +5,8 @@
 //! next header (ESP, AH, mobility, ...) makes the packet not ours. ICMPv6
 //! errors (destination unreachable, packet too big, time exceeded, parameter
 //! problem) about TCP/UDP are parsed like IPv4's; neighbour discovery, router
-//! solicitation and advertisement, echo and the rest are not ours. There is
+//! solicitation and advertisement, echo and the rest are not ours, nor is
+//! anything from or to a link-local address. There is
 //! no header checksum; the L4 and ICMPv6 checksums cover a pseudo-header with
 //! both 128-bit addresses. IPv6 routers never fragment: a packet too big for
 //! the next link gets "packet too big", always.
@@ -185,6 +186,11 @@ fn try_parse<P: Packet>(p: &P, out: &mut Parsed<V6>) -> Option<()> {
     let payload = u16::from_be(p.read(ETH_HLEN + IP6_PAYLOAD_LEN_OFF)?) as usize;
     let saddr_be: V6 = p.read(ETH_HLEN + IP6_SADDR_OFF)?;
     let daddr_be: V6 = p.read(ETH_HLEN + IP6_DADDR_OFF)?;
+    // Link-local addresses are the link's: a packet from or to one is never
+    // forwarded off it (RFC 4291, 2.5.6), so never translated.
+    if is_link_local(&saddr_be) || is_link_local(&daddr_be) {
+        return Some(());
+    }
     let first_next = p.read::<[u8; 2]>(ETH_HLEN + IP6_NEXT_OFF)?[0];
     let Some(h) = walk(p, ETH_HLEN, first_next)? else {
         return Some(());
@@ -208,10 +214,18 @@ fn try_parse<P: Packet>(p: &P, out: &mut Parsed<V6>) -> Option<()> {
         out.kind = Kind::Fragment;
         return Some(());
     }
-    ports(p, h.l4_off, &mut out.flow)?;
+    if !ports(p, h.l4_off, &mut out.flow)? {
+        return Some(());
+    }
     out.flow.first_fragment = h.fragment;
     out.kind = Kind::Flow;
     Some(())
+}
+
+/// fe80::/10.
+#[inline(always)]
+fn is_link_local(addr: &V6) -> bool {
+    u32::from_be(addr[0]) & 0xffc0_0000 == 0xfe80_0000
 }
 
 /// Where the extension headers after the IPv6 header at `l3_off` lead.
@@ -267,9 +281,11 @@ fn walk<P: Packet>(p: &P, l3_off: usize, next: u8) -> Option<Option<Headers>> {
 }
 
 /// Fills in the ports (and TCP flags) of `flow`, whose L4 header is at
-/// `l4_off`.
+/// `l4_off`. Some(false): a UDP checksum of zero, which IPv6 forbids (RFC
+/// 8200, 8.1): not a datagram to translate (the kernel discards it), and
+/// one that would keep its zero through the rewrite.
 #[inline(always)]
-fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V6>) -> Option<()> {
+fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V6>) -> Option<bool> {
     flow.l4_off = l4_off as u16;
     flow.sport_be = p.read(l4_off + L4_SPORT_OFF)?;
     flow.dport_be = p.read(l4_off + L4_DPORT_OFF)?;
@@ -277,10 +293,12 @@ fn ports<P: Packet>(p: &P, l4_off: usize, flow: &mut Flow<V6>) -> Option<()> {
         p.read::<u16>(l4_off + TCP_CSUM_OFF)?;
         p.read::<[u8; 2]>(l4_off + TCP_FLAGS_OFF - 1)?[1]
     } else {
-        p.read::<u16>(l4_off + UDP_CSUM_OFF)?;
+        if p.read::<u16>(l4_off + UDP_CSUM_OFF)? == 0 {
+            return Some(false);
+        }
         0
     };
-    Some(())
+    Some(true)
 }
 
 /// Fills in `out` if the ICMPv6 message at `icmp_off` (the L3 packet being
