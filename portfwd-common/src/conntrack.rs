@@ -115,6 +115,11 @@ pub struct CtEntry<A> {
     pub pad: u8,
     /// The mapping's counters (`Backend::stats_slot`).
     pub stats_slot: u32,
+    /// The table's generation (`pf_meta`'s `META_GENERATION`) when the
+    /// entry was last checked against the mapping table: while it is the
+    /// current one, a UDP datagram needs no mapping lookup.
+    pub generation: u32,
+    pub pad2: u32,
 }
 
 impl<A: Addr> CtEntry<A> {
@@ -200,5 +205,5 @@ impl<A: Addr> CtEntry<A> {
 
 crate::assert_layout!(CtKey<V4> = V4, V4, u16, u16, u8, [u8; 3]; 16);
 crate::assert_layout!(CtKey<V6> = V6, V6, u16, u16, u8, [u8; 3]; 40);
-crate::assert_layout!(CtEntry<V4> = u64, u64, u64, u64, V4, V4, u32, u16, u16, u8, u8, u8, u8, u32; 56);
-crate::assert_layout!(CtEntry<V6> = u64, u64, u64, u64, V6, V6, u32, u16, u16, u8, u8, u8, u8, u32; 80);
+crate::assert_layout!(CtEntry<V4> = u64, u64, u64, u64, V4, V4, u32, u16, u16, u8, u8, u8, u8, u32, u32, u32; 64);
+crate::assert_layout!(CtEntry<V6> = u64, u64, u64, u64, V6, V6, u32, u16, u16, u8, u8, u8, u8, u32, u32, u32; 88);

@@ -21,8 +21,9 @@ pub const FRAG_QUEUE_MAX: u32 = 512;
 
 /// Bump when a map's meaning changes without its sizes changing; pinned
 /// state written under another version is refused (see `pf_meta`). 4: the
-/// IPv6 maps, which state pinned by version 3 lacks.
-pub const LAYOUT_VERSION: u64 = 4;
+/// IPv6 maps, which state pinned by version 3 lacks. 5: conntrack entries
+/// carry the table generation they were checked at.
+pub const LAYOUT_VERSION: u64 = 5;
 /// Index of the layout version in `pf_meta`.
 pub const META_LAYOUT: u32 = 0;
 /// Index in `pf_meta` of where userspace looks for the next free stats slot:
@@ -30,6 +31,10 @@ pub const META_LAYOUT: u32 = 0;
 /// still counted into by its draining flows, is not given out again soon.
 pub const META_SLOT_HINT: u32 = 2;
 pub const META_NETNS_INO: u32 = 1; // index of the netns inode (st_ino of /proc/self/ns/net)
+/// Index in `pf_meta` of the mapping table's generation: userspace adds one
+/// after every change to the mappings or the host's addresses, so that the
+/// datapath knows when a flow's endpoint must be looked up again.
+pub const META_GENERATION: u32 = 3;
 pub const META_MAX: u32 = 4;
 
 /// Names are at most 15 characters (the kernel's BPF_OBJ_NAME_LEN - 1).

@@ -126,6 +126,13 @@ pub fn create<F: Family>(
         mflags,
         pad: 0,
         stats_slot: backend.stats_slot,
+        // Never a current generation (userspace skips 0): the table may
+        // have changed since the mapping was looked up, so the flow's next
+        // packet checks its endpoint once (see `hooks::forward`). Carrying
+        // the lookup's generation here instead costs the deepest call
+        // chain the stack it does not have.
+        generation: 0,
+        pad2: 0,
     };
     let ct = F::conntrack();
     // Reply entry first: once the forward entry exists, a reply can come.

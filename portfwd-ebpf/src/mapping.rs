@@ -1,8 +1,8 @@
 //! Looking up a published port, for packets (TC) and sockets (cgroup hooks).
 use aya_ebpf::{macros::map, maps::Array};
-use portfwd_common::{hot_bit, Backend, MapKey, HOT_WORDS};
+use portfwd_common::{hot_bit, Backend, MapKey, HOT_WORDS, META_GENERATION};
 
-use crate::family::Family;
+use crate::{family::Family, maps::META};
 
 /// The ports packets may be portfwd's on (see `portfwd_common::HOT_HOST`).
 /// An array: the verifier turns its lookup into an index check and a load.
@@ -22,6 +22,15 @@ pub fn hot(set: u32, proto: u8, port_be: u16) -> bool {
 pub struct Matched<A> {
     pub backend: Backend<A>,
     pub wildcard: bool,
+}
+
+/// The mapping table's generation: userspace adds one after every change
+/// to the mappings or the host's addresses (`META_GENERATION`). A flow
+/// whose entry was checked at the current generation still has the
+/// endpoint a lookup would give it.
+#[inline(always)]
+pub fn generation() -> u32 {
+    META.get(META_GENERATION).map_or(0, |g| *g as u32)
 }
 
 #[inline(always)]

@@ -11,7 +11,8 @@ use portfwd_common::{
     LOCAL_ADDRS_MAX, MAPPINGS_MAX, META_MAX, SLOT_WORDS, SOCK_REVERSE_MAX, STATS_MAX, V4, V6,
 };
 
-/// Facts about the pinned state itself (its layout version); userspace only.
+/// Facts about the pinned state itself (its layout version), and the
+/// mapping table's generation, which the datapath reads (`mapping`).
 #[map(name = "pf_meta")]
 pub static META: Array<u64> = Array::with_max_entries(META_MAX, 0);
 

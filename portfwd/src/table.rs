@@ -235,6 +235,7 @@ fn add_in<A: Family>(
         }
         return Err(e);
     }
+    maps.table_changed();
     if existing.is_none() {
         bump_port(maps, &m.host, 1)?;
     }
@@ -380,7 +381,9 @@ fn remove_in<A: Family>(maps: &mut Maps, host: &HostPort) -> Result<()> {
     A::maps_mut(maps)
         .mappings
         .remove(&key)
-        .map_err(|e| Error::ebpf(format!("removing {host}"), e))
+        .map_err(|e| Error::ebpf(format!("removing {host}"), e))?;
+    maps.table_changed();
+    Ok(())
 }
 
 /// The published host ports a selector names. Direct lookups when that is

@@ -47,10 +47,20 @@ pub fn translate<F: Family, P: Packet>(
         }
     }
 
+    // UDP follows its mapping's changes at once: a flow checked at the
+    // table's current generation has the endpoint a lookup would give it.
+    let entry = match entry {
+        Some(e) if !flow.is_tcp() && e.get().generation == mapping::generation() => {
+            return follow::<F, P>(p, flow, key, e, pending);
+        }
+        other => other,
+    };
+    // Read before the lookup: a change after it leaves the entry behind.
+    let generation = mapping::generation();
     let Some(m) = mapping::for_packet::<F>(flow.daddr_be, flow.dport_be, flow.proto) else {
         return Ok(Verdict::Pass);
     };
-    if let Some(e) = entry {
+    if let Some(mut e) = entry {
         let ent = e.get();
         let same = ent.nat_addr_be == m.backend.addr_be && ent.nat_port_be == m.backend.port_be;
         // A SYN on a tuple whose connection got past its handshake or ended
@@ -58,6 +68,7 @@ pub fn translate<F: Family, P: Packet>(
         // handshake is a retransmission.
         let starts_over = new_conn && ent.flags & (CT_F_ACK | CT_F_CLOSING) != 0;
         if same && !starts_over {
+            e.get_mut().generation = generation;
             return follow::<F, P>(p, flow, key, e, pending);
         }
         stats::count(stat::CT_REPLACED);

@@ -8,8 +8,8 @@ use aya::{
 };
 use portfwd_common::{
     stat, Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, LAYOUT_VERSION, MAPS, MAP_HOT,
-    MAP_MAPPING_STATS, MAP_META, MAP_PORTS, MAP_SLOTS, MAP_STATS, META_LAYOUT, META_NETNS_INO, V4,
-    V6,
+    MAP_MAPPING_STATS, MAP_META, MAP_PORTS, MAP_SLOTS, MAP_STATS, META_GENERATION, META_LAYOUT,
+    META_NETNS_INO, V4, V6,
 };
 
 use crate::{
@@ -120,8 +120,9 @@ impl<A: Family> FamilyMaps<A> {
         self.mappings.iter().filter_map(|r| r.ok()).collect()
     }
 
-    /// Makes the family's `pf_local` hold exactly its addresses of `addrs`.
-    fn sync_local_addrs(&mut self, addrs: &BTreeMap<IpAddr, u32>) -> Result<()> {
+    /// Makes the family's `pf_local` hold exactly its addresses of `addrs`;
+    /// true if that changed anything.
+    fn sync_local_addrs(&mut self, addrs: &BTreeMap<IpAddr, u32>) -> Result<bool> {
         let wanted: BTreeMap<A, u32> = addrs
             .iter()
             .filter_map(|(a, i)| Some((A::from_ip(*a)?, *i)))
@@ -132,15 +133,20 @@ impl<A: Family> FamilyMaps<A> {
             .filter_map(|k| k.ok())
             .filter(|k| !wanted.contains_key(k))
             .collect();
+        let mut changed = !stale.is_empty();
         for k in stale {
             let _ = self.local_addrs.remove(&k);
         }
         for (k, v) in wanted {
+            if self.local_addrs.get(&k, 0).ok() == Some(v) {
+                continue;
+            }
+            changed = true;
             self.local_addrs
                 .insert(k, v, 0)
                 .map_err(|e| Error::ebpf(format!("updating {}", A::MAP_LOCAL_ADDRS), e))?;
         }
-        Ok(())
+        Ok(changed)
     }
 }
 
@@ -206,8 +212,24 @@ impl Maps {
     /// Makes `pf_local4` and `pf_local6` hold exactly `addrs` (address ->
     /// interface index).
     pub fn sync_local_addrs(&mut self, addrs: &BTreeMap<IpAddr, u32>) -> Result<()> {
-        self.v4.sync_local_addrs(addrs)?;
-        self.v6.sync_local_addrs(addrs)
+        let v4 = self.v4.sync_local_addrs(addrs)?;
+        if self.v6.sync_local_addrs(addrs)? || v4 {
+            self.table_changed();
+        }
+        Ok(())
+    }
+
+    /// Moves the table's generation on (`META_GENERATION`): the datapath
+    /// looks up again the endpoint of every UDP flow checked before. Called
+    /// after each change to the mappings or the host's addresses. The
+    /// datapath reads 32 bits, and 0 marks a flow never checked: the
+    /// generation goes round 1..=u32::MAX.
+    pub fn table_changed(&mut self) {
+        let g = self.meta.get(&META_GENERATION, 0).unwrap_or(0) as u32;
+        let g = u64::from(g.checked_add(1).unwrap_or(1));
+        // A lost write only leaves the generation where it was, which
+        // another change moves on; never an error for the change itself.
+        let _ = self.meta.set(META_GENERATION, g, 0);
     }
 
     /// Sum over CPUs of every named counter.
