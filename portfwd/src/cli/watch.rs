@@ -20,6 +20,9 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
             eprintln!("portfwd watch: tracking {addresses} host addresses");
         }
         ops::WatchEvent::DeadNamespace(dead) => super::say_removed(&[dead]),
+        ops::WatchEvent::Externals(names) => {
+            eprintln!("portfwd watch: now external: {}", names.join(", "));
+        }
     })?;
     let syncs = report.syncs;
     Ok(match report.end {
