@@ -8,6 +8,8 @@ pub mod error;
 pub mod family;
 pub mod host;
 pub mod ops;
+pub mod relay;
+pub mod relayed;
 pub mod spec;
 pub mod state;
 pub mod table;

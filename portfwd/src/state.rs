@@ -75,9 +75,10 @@ impl StateDir {
 
     /// A directory whose presence says that `ops::publish` attached the
     /// bridge (not a user's `attach`): the last `unpublish` of its mappings
-    /// detaches it again. Not a link: `.proxy` keeps it out of `bridges`.
+    /// detaches it again. Not a link: `_proxy` keeps it out of `bridges`
+    /// (bpffs refuses names with a dot).
     pub fn proxy_mark(&self, ifindex: u32) -> PathBuf {
-        self.path.join(format!("{BRIDGE_PREFIX}{ifindex}.proxy"))
+        self.path.join(format!("{BRIDGE_PREFIX}{ifindex}_proxy"))
     }
 
     pub fn bridge_link(&self, ifindex: u32) -> PathBuf {

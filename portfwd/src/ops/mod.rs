@@ -20,6 +20,7 @@ pub mod del;
 pub mod detach;
 pub mod flows;
 pub mod list;
+pub mod publish;
 pub mod reap;
 pub mod watch;
 
@@ -29,6 +30,7 @@ pub use del::{del, DelReport, DelRequest};
 pub use detach::{detach, DetachReport, DetachRequest, Detached};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
 pub use list::{list, ListReport, ListRequest, OneFamily, ProgramsReport, Row};
+pub use publish::{publish, unpublish, PublishReport, PublishRequest, UnpublishReport};
 pub use reap::DeadNamespace;
 pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};
 
