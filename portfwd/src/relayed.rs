@@ -33,6 +33,7 @@ fn file(cookie: u64, pid: u32) -> PathBuf {
 pub fn record(r: &Relayed) -> Result<PathBuf> {
     let path = file(crate::host::netns::cookie()?, r.pid);
     std::fs::create_dir_all(DIR).map_err(|e| Error::io(format!("creating {DIR}"), e))?;
+    remove_dead();
     let text = serde_json::to_string(r).expect("plain data serialises");
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)
@@ -71,4 +72,19 @@ pub fn current() -> Vec<Relayed> {
         (a.host_port, &a.proto, &a.host_ip).cmp(&(b.host_port, &b.proto, &b.host_ip))
     });
     out
+}
+
+/// Removes the records of relays whose process is gone (killed with no
+/// chance to `forget`).
+fn remove_dead() {
+    let Ok(entries) = std::fs::read_dir(DIR) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name.to_str().and_then(|n| n.split('.').nth(1));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

@@ -197,9 +197,16 @@ impl Dockerd {
         if works(&["docker", "info"]) {
             return Ok(Self { child: None, log });
         }
+        Self::start(&[], &["docker", "info"], log)
+    }
+
+    /// Starts a dockerd of our own with `args`, waiting until `probe`
+    /// (a `docker ... info` against it) answers; its output goes to `log`.
+    pub fn start(args: &[String], probe: &[&str], log: PathBuf) -> Result<Self, String> {
         let file =
             std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let child = Command::new("dockerd")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().map_err(|e| e.to_string())?)
             .stderr(file)
@@ -219,7 +226,7 @@ impl Dockerd {
                 if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
                     return Ok(Err(format!("dockerd exited ({status})")));
                 }
-                try_sh(&["docker", "info"], Duration::from_secs(10)).map(|_| Ok(()))
+                try_sh(probe, Duration::from_secs(10)).map(|_| Ok(()))
             },
         );
         match up.and_then(|r| r) {
