@@ -11,20 +11,26 @@
 mod common;
 
 use std::{
+    io::{Read as _, Write as _},
     net::{Ipv4Addr, TcpStream},
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use common::{
-    docker::{cannot_run, install_packages, try_sh, wait_for, Dockerd, BUSYBOX, SHORT},
-    ok, require_privileges, PORTFWD,
+    connect_from,
+    docker::{
+        cannot_run, connections_of, install_packages, try_sh, wait_for, Dockerd, BUSYBOX, SHORT,
+    },
+    ok, pattern, require_privileges, PORTFWD,
 };
 
 const PROXY: &str = env!("CARGO_BIN_EXE_portfwd-docker-proxy");
 const PORT: u16 = 18100;
 const COMPOSE_PORT: u16 = 18101;
 const PAGE: &str = "portfwd engine test page";
+/// The large download.
+const BIG: usize = 32 << 20;
 
 struct Engine {
     pid: u32,
@@ -232,6 +238,7 @@ fn docker_run_p_and_compose_through_portfwd() {
     std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
     std::fs::create_dir_all(root.join("www/cgi-bin")).unwrap();
     std::fs::write(root.join("www/index.html"), format!("{PAGE}\n")).unwrap();
+    std::fs::write(root.join("www/big"), pattern(7, BIG)).unwrap();
     let cgi = root.join("www/cgi-bin/ip");
     std::fs::write(
         &cgi,
@@ -309,6 +316,40 @@ fn docker_run_p_and_compose_through_portfwd() {
         list.contains(&format!("0.0.0.0:{PORT}")) && list.contains(&bridge),
         "list: {list}"
     );
+    // A large download from the client, stalled half-way (the client does
+    // not read): the proxies hold no TCP connection while it is under way.
+    let mut download = connect_from(&ns, root_ip, PORT).expect("connect for the download");
+    download.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+    let mut head = [0u8; 4096];
+    let mut got = download
+        .read(&mut head)
+        .expect("first bytes of the download");
+    std::thread::sleep(Duration::from_millis(300));
+    for line in &proxies {
+        let pid: u32 = line.split_whitespace().next().unwrap().parse().unwrap();
+        let conns = connections_of(pid);
+        assert!(
+            conns.is_empty(),
+            "proxy {line} holds TCP connections: {conns:?}"
+        );
+    }
+    let mut rest = Vec::new();
+    download
+        .read_to_end(&mut rest)
+        .expect("the rest of the download");
+    got += rest.len();
+    assert!(
+        got > BIG,
+        "the download should carry {BIG} bytes and a header, got {got}"
+    );
+    if proxies.len() > 1 {
+        // Docker 20.10 runs a second proxy for [::] to the IPv4 container.
+        assert!(
+            list.contains("relayed by portfwd-docker-proxy")
+                && list.contains(&format!("[::]:{PORT}")),
+            "the [::] proxy must be listed as relayed: {list}"
+        );
+    }
     let old_ip = engine.inspect_ip("web");
 
     // 2. docker stop: refused; another container takes the old address;

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{docker::connections_of, *};
 
 const PROXY: &str = env!("CARGO_BIN_EXE_portfwd-docker-proxy");
 
@@ -129,34 +129,6 @@ impl Drop for Proxy {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The proxy's TCP sockets other than listeners (from /proc/PID/net/tcp*
-/// of its namespace, matched against its descriptors).
-fn connections_of(pid: u32) -> Vec<String> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy().into_owned();
-                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // sl local rem st ... inode(9); 0A is LISTEN.
-            if f.len() > 9 && f[3] != "0A" && inodes.iter().any(|i| i == f[9]) {
-                out.push(line.to_string());
-            }
-        }
-    }
-    out
 }
 
 fn docker28_args(port: u16, container: &str) -> Vec<String> {
@@ -355,4 +327,82 @@ fn bad_arguments_answer_1_on_fd3_and_exit_1() {
             "{args:?}: one line on stderr: {err:?}"
         );
     }
+}
+
+/// An SCTP one-to-one socket in namespace `ns`, if the kernel has SCTP.
+fn sctp_socket(ns: &str) -> Option<socket2::Socket> {
+    in_netns(ns, || {
+        socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::SCTP),
+        )
+        .ok()
+    })
+}
+
+#[test]
+fn sctp_is_relayed_in_userspace_or_refused_in_words() {
+    require_privileges!();
+    let topo = Topology::new("dpsctp", 1);
+    let args = [
+        "-proto",
+        "sctp",
+        "-host-ip",
+        "0.0.0.0",
+        "-host-port",
+        "18094",
+        "-container-ip",
+        "172.30.0.10",
+        "-container-port",
+        "80",
+    ];
+    let Some(server) = sctp_socket(&topo.containers[0].name) else {
+        // No SCTP in this kernel: Docker must get the reason.
+        let mut p = Proxy::start(&topo.host.name, &args, None);
+        let answer = p.answer();
+        assert!(
+            answer.starts_with("1\n") && answer.contains("sctp"),
+            "without SCTP the proxy must answer 1 and say why: {answer:?}"
+        );
+        return;
+    };
+    server
+        .bind(&std::net::SocketAddr::from((Ipv4Addr::UNSPECIFIED, 80)).into())
+        .unwrap();
+    server.listen(4).unwrap();
+    let serving = std::thread::spawn(move || {
+        let (conn, _) = server.accept().expect("the relay's SCTP association");
+        std::io::Write::write_all(&mut &conn, b"sctp through the relay").unwrap();
+    });
+    let mut p = Proxy::start(&topo.host.name, &args, None);
+    assert_eq!(p.answer(), "0\n");
+    let out = ok(topo.portfwd(&["list"]), "list");
+    assert!(
+        out.contains("relayed by portfwd-docker-proxy") && out.contains("0.0.0.0:18094/sctp"),
+        "list must name the SCTP relay: {out}"
+    );
+    let client = sctp_socket(&topo.client.name).expect("SCTP in the client namespace");
+    client
+        .connect_timeout(
+            &std::net::SocketAddr::from((HOST_EXT_IP, 18094)).into(),
+            Duration::from_secs(5),
+        )
+        .expect("SCTP connect through the relay");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = String::new();
+    (&client)
+        .read_to_string(&mut got)
+        .expect("read the container's bytes");
+    assert_eq!(got, "sctp through the relay");
+    serving.join().unwrap();
+    let (status, err) = p.interrupt();
+    assert!(status.success(), "{err}");
+    let out = ok(topo.portfwd(&["list"]), "list");
+    assert!(
+        !out.contains("relayed by"),
+        "the relay record is gone: {out}"
+    );
 }

@@ -279,3 +279,31 @@ impl Dockerd {
         let _ = child.wait();
     }
 }
+
+/// A process's TCP sockets other than listeners (from /proc/PID/net/tcp*
+/// of its namespace, matched against its descriptors).
+pub fn connections_of(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st ... inode(9); 0A is LISTEN.
+            if f.len() > 9 && f[3] != "0A" && inodes.iter().any(|i| i == f[9]) {
+                out.push(line.to_string());
+            }
+        }
+    }
+    out
+}
