@@ -406,3 +406,56 @@ fn sctp_is_relayed_in_userspace_or_refused_in_words() {
         "the relay record is gone: {out}"
     );
 }
+
+#[test]
+fn docker28_relays_ipv6_from_the_passed_socket() {
+    require_privileges!();
+    let topo = Topology::dual("dp28v6", 1);
+    let server = http_server(&topo.containers[0].name, 80, "web", 2);
+    // dockerd binds both families' sockets (bound, not listening), then
+    // starts one proxy for each with -use-listen-fd.
+    let (v4_sock, v6_sock) = in_netns(&topo.host.name, || {
+        let bind = |addr: std::net::SocketAddr| {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )
+            .unwrap();
+            if addr.is_ipv6() {
+                s.set_only_v6(true).unwrap();
+            }
+            s.bind(&addr.into())
+                .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            OwnedFd::from(s)
+        };
+        (
+            bind((Ipv4Addr::UNSPECIFIED, 18095).into()),
+            bind((std::net::Ipv6Addr::UNSPECIFIED, 18095).into()),
+        )
+    });
+    let args4 = docker28_args(18095, "172.30.0.10");
+    let args4: Vec<&str> = args4.iter().map(String::as_str).collect();
+    let mut p4 = Proxy::start(&topo.host.name, &args4, Some(v4_sock));
+    assert_eq!(p4.answer(), "0\n", "IPv4: by the datapath");
+    let mut args6 = docker28_args(18095, "172.30.0.10");
+    args6[3] = "::".into();
+    let args6: Vec<&str> = args6.iter().map(String::as_str).collect();
+    let mut p6 = Proxy::start(&topo.host.name, &args6, Some(v6_sock));
+    assert_eq!(p6.answer(), "0\n", "IPv6 host, IPv4 container: relayed");
+    let out = ok(topo.portfwd(&["list"]), "list");
+    assert!(
+        out.contains("relayed by portfwd-docker-proxy") && out.contains("[::]:18095/tcp"),
+        "list must name the relayed port: {out}"
+    );
+    let body = http_get(&topo.client.name, IpAddr::V6(HOST_EXT_IP6), 18095)
+        .expect("GET over IPv6 through the socket dockerd passed");
+    assert!(body.starts_with("web saw "), "{body}");
+    let body = http_get(&topo.client.name, HOST_EXT_IP, 18095).expect("GET over IPv4");
+    assert_eq!(body, format!("web saw {CLIENT_IP}"), "IPv4 by the datapath");
+    for p in [p6, p4] {
+        let (status, err) = p.interrupt();
+        assert!(status.success(), "{err}");
+    }
+    server.join().unwrap();
+}

@@ -231,7 +231,15 @@ fn serve(args: &Args, listen: Option<socket2::Socket>) -> Result<Served, String>
         }
     };
     let listeners = match listen {
-        Some(sock) => vec![sock],
+        Some(sock) => {
+            // Bound by dockerd; listening already or not (listen(2) again
+            // only sets the backlog).
+            if args.proto != RelayProto::Udp {
+                sock.listen(1024)
+                    .map_err(|e| format!("listen on the socket passed as fd 4: {e}"))?;
+            }
+            vec![sock]
+        }
         None => relay::bind(args.proto, args.host)
             .map_err(|e| format!("cannot listen on {}/{}: {e}", args.host, args.proto.name()))?,
     };
