@@ -58,7 +58,7 @@ pub struct Mode {
     pub fwd: &'static dyn Forwarder,
 }
 
-pub const MODES: [Mode; 6] = [
+pub const MODES: [Mode; 7] = [
     Mode {
         index: 0,
         fwd: &Direct,
@@ -82,6 +82,10 @@ pub const MODES: [Mode; 6] = [
     Mode {
         index: 5,
         fwd: &Socat,
+    },
+    Mode {
+        index: 6,
+        fwd: &DockerPortfwd,
     },
 ];
 
@@ -241,6 +245,36 @@ impl Forwarder for DockerProxy {
             ("tcp", 12080, to.http),
             ("tcp", 12201, to.iperf),
             ("udp", 12201, to.iperf),
+        ] {
+            rig.docker_proxy(&bin, proto, from, to)?;
+        }
+        Ok(())
+    }
+}
+
+/// "docker -p through portfwd": portfwd-docker-proxy started as dockerd
+/// starts its userland proxy (beside "docker -p with docker-proxy" above),
+/// publishing through the datapath.
+pub struct DockerPortfwd;
+
+/// portfwd-docker-proxy, built next to the portfwd binary.
+pub fn portfwd_docker_proxy_bin(portfwd: &std::path::Path) -> PathBuf {
+    portfwd.with_file_name("portfwd-docker-proxy")
+}
+
+impl Forwarder for DockerPortfwd {
+    fn name(&self) -> &'static str {
+        "docker-p-portfwd"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP, 13080, 13201)
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        let bin = portfwd_docker_proxy_bin(&rig.portfwd);
+        for (proto, from, to) in [
+            ("tcp", 13080, to.http),
+            ("tcp", 13201, to.iperf),
+            ("udp", 13201, to.iperf),
         ] {
             rig.docker_proxy(&bin, proto, from, to)?;
         }

@@ -242,7 +242,7 @@ impl Rig {
                  events {{ worker_connections 4096; }}\n\
                  http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60;\n\
                  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n\
-                 server {{ listen 80 backlog=4096; listen 81 backlog=4096; listen 82 backlog=4096; listen 83 backlog=4096; listen 84 backlog=4096; listen 85 backlog=4096; root {www}; }} }}\n",
+                 server {{ listen 80 backlog=4096; listen 81 backlog=4096; listen 82 backlog=4096; listen 83 backlog=4096; listen 84 backlog=4096; listen 85 backlog=4096; listen 86 backlog=4096; root {www}; }} }}\n",
                 tmp = self.tmp.display(),
                 www = www.display()
             ),
