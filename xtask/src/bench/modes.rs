@@ -241,15 +241,22 @@ impl Forwarder for DockerProxy {
         let bin = docker_proxy_bin().ok_or_else(|| {
             anyhow!("docker-proxy not found (Debian's docker.io ships /usr/sbin/docker-proxy)")
         })?;
-        for (proto, from, to) in [
-            ("tcp", 12080, to.http),
-            ("tcp", 12201, to.iperf),
-            ("udp", 12201, to.iperf),
-        ] {
-            rig.docker_proxy(&bin, proto, from, to)?;
-        }
-        Ok(())
+        proxy_per_port(rig, &bin, self.remote(), to)
     }
+}
+
+/// One Docker-style proxy process per port and protocol: `at`'s http port
+/// (TCP) and iperf3 port (TCP and UDP) onto `to`.
+fn proxy_per_port(rig: &mut Rig, bin: &std::path::Path, at: Target, to: Backend) -> Result<()> {
+    let (_, http, iperf) = at;
+    for (proto, from, to) in [
+        ("tcp", http, to.http),
+        ("tcp", iperf, to.iperf),
+        ("udp", iperf, to.iperf),
+    ] {
+        rig.docker_proxy(bin, proto, from, to)?;
+    }
+    Ok(())
 }
 
 /// "docker -p through portfwd": portfwd-docker-proxy started as dockerd
@@ -271,14 +278,7 @@ impl Forwarder for DockerPortfwd {
     }
     fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
         let bin = portfwd_docker_proxy_bin(&rig.portfwd);
-        for (proto, from, to) in [
-            ("tcp", 13080, to.http),
-            ("tcp", 13201, to.iperf),
-            ("udp", 13201, to.iperf),
-        ] {
-            rig.docker_proxy(&bin, proto, from, to)?;
-        }
-        Ok(())
+        proxy_per_port(rig, &bin, self.remote(), to)
     }
 }
 
