@@ -16,17 +16,20 @@
 mod common;
 
 use std::{
-    io::Read,
     net::{Ipv4Addr, Ipv6Addr},
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{assert_usage_error, connect_from, ok, persist_dir, require_privileges, PORTFWD};
+use common::{
+    assert_usage_error, connect_from,
+    docker::{
+        cannot_run, install_packages, run_for, sh, try_sh, wait_for, Dockerd, BUSYBOX, SHORT,
+    },
+    ok, persist_dir, require_privileges, PORTFWD,
+};
 
-const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "portfwd-test-busybox:latest";
 const BRIDGE: &str = "docker0";
 /// Published by portfwd.
@@ -38,98 +41,9 @@ const SPARE_PORT: u16 = 18082;
 const PAGE_WEB: &str = "portfwd docker test: the web container";
 const PAGE_DOCKER_P: &str = "portfwd docker test: the docker -p container";
 
-/// Bound for one short command (an HTTP GET, a docker CLI call).
-const SHORT: Duration = Duration::from_secs(30);
 /// Bound for one HTTP GET inside the client (busybox wget has no usable
 /// timeout option: `-T` crashes the static build in Debian 12).
 const GET_SECS: &str = "10";
-
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// Fails under CI=true, else says SKIPPED; the caller returns.
-fn cannot_run(why: &str) {
-    if in_ci() {
-        panic!("docker test cannot run under CI=true: {why}");
-    }
-    eprintln!("SKIPPED docker: {why}");
-}
-
-// ---------------------------------------------------------------------------
-// Commands, each with a time limit.
-
-/// Runs `args` for at most `limit`; on timeout kills the command's process
-/// group (the command and whatever it started) and returns an error.
-fn run_for(args: &[&str], limit: Duration) -> Result<Output, String> {
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {args:?}: {e}"))?;
-    let pipe = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = pipe(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err = pipe(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) | Err(_) => {
-                // SAFETY: kill(2) on the process group this function created.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                return Err(format!("{args:?} did not finish within {limit:?}"));
-            }
-        }
-    };
-    Ok(Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-/// Runs `args`; its stdout if it exits 0, else an error with its output.
-fn try_sh(args: &[&str], limit: Duration) -> Result<String, String> {
-    let out = run_for(args, limit)?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// `try_sh` that panics on failure.
-fn sh(args: &[&str]) -> String {
-    try_sh(args, SHORT).unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn portfwd(args: &[&str]) -> Output {
     // What survives a reboot goes to the tests' directory, not the host's.
@@ -141,179 +55,6 @@ fn portfwd(args: &[&str]) -> Output {
 
 fn portfwd_ok(args: &[&str]) -> String {
     ok(portfwd(args), &format!("portfwd {args:?}"))
-}
-
-/// Polls `f` until it returns Ok or `limit` passes; the last error then.
-fn wait_for<T>(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> Result<T, String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!("{what}: not within {limit:?}: {e}"))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Docker itself.
-
-fn works(args: &[&str]) -> bool {
-    run_for(args, SHORT).is_ok_and(|o| o.status.success())
-}
-
-/// True if `path` is an ELF executable without an interpreter (static), so
-/// that it runs alone in an image.
-fn is_static_elf(path: &Path) -> bool {
-    let Ok(elf) = std::fs::read(path) else {
-        return false;
-    };
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
-        return false; // not a 64-bit little-endian ELF
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    (0..phnum).all(|i| {
-        let at = phoff + i * phentsize;
-        // PT_INTERP = 3: a dynamic executable's loader.
-        elf.get(at..at + 4)
-            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
-    })
-}
-
-/// Installs docker.io and busybox-static if either is missing.
-fn install_packages() -> Result<(), String> {
-    let have_dockerd = works(&["dockerd", "--version"]);
-    let have_busybox = is_static_elf(Path::new(BUSYBOX));
-    if have_dockerd && have_busybox && works(&["iptables-save", "--version"]) {
-        return Ok(());
-    }
-    eprintln!("docker test: installing docker.io and busybox-static with apt-get");
-    let apt = |args: &[&str]| {
-        let mut full = vec![
-            "env",
-            "DEBIAN_FRONTEND=noninteractive",
-            "apt-get",
-            "-o",
-            "DPkg::Lock::Timeout=120",
-        ];
-        full.extend_from_slice(args);
-        try_sh(&full, Duration::from_secs(900))
-    };
-    let install = [
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "docker.io",
-        "busybox-static",
-        "iptables",
-    ];
-    if apt(&install).is_err() {
-        apt(&["update"])?;
-        apt(&install)?;
-    }
-    if !is_static_elf(Path::new(BUSYBOX)) {
-        return Err(format!(
-            "{BUSYBOX} is not a static executable after installing busybox-static"
-        ));
-    }
-    Ok(())
-}
-
-/// A dockerd this test started (None: one was running already).
-struct Dockerd {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Dockerd {
-    /// Makes sure an engine answers, starting dockerd if none does.
-    fn ensure() -> Result<Self, String> {
-        let log = std::env::temp_dir().join(format!("pft-dockerd-{}.log", std::process::id()));
-        if works(&["docker", "info"]) {
-            return Ok(Self { child: None, log });
-        }
-        let file =
-            std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let child = Command::new("dockerd")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().map_err(|e| e.to_string())?)
-            .stderr(file)
-            // Its own process group: a ^C to the test does not stop it
-            // half-way; Drop stops it.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start dockerd: {e}"))?;
-        let mut me = Self {
-            child: Some(child),
-            log,
-        };
-        let up = wait_for(
-            "dockerd to answer `docker info`",
-            Duration::from_secs(60),
-            || {
-                if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
-                    return Ok(Err(format!("dockerd exited ({status})")));
-                }
-                try_sh(&["docker", "info"], Duration::from_secs(10)).map(|_| Ok(()))
-            },
-        );
-        match up.and_then(|r| r) {
-            Ok(()) => {
-                eprintln!(
-                    "docker test: started dockerd (pid {}), log {}",
-                    me.pid(),
-                    me.log.display()
-                );
-                Ok(me)
-            }
-            Err(e) => {
-                let tail = std::fs::read_to_string(&me.log).unwrap_or_default();
-                let tail: Vec<&str> = tail
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                me.stop();
-                Err(format!("{e}; dockerd log:\n{}", tail.join("\n")))
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
-    /// SIGTERM to the dockerd we started (it stops its containerd), then
-    /// wait for it; SIGKILL after 30 s.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                let _ = std::fs::remove_file(&self.log);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("docker test: dockerd did not stop within 30 s of SIGTERM; killing it");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 /// Docker's filter and nat tables of both families as `iptables-save` and

@@ -560,3 +560,98 @@ fn attach_says_when_the_bridge_mtu_exceeds_an_external_one() {
         "attach output: {out}"
     );
 }
+
+/// A second client namespace behind its own veth `host_if` (10.0.`net`.1 on
+/// the host side, .2 on the client's, a default route back); the client's
+/// address.
+fn second_client(topo: &Topology, name: &str, host_if: &str, net: u8) -> (Netns, Ipv4Addr) {
+    let client = Netns::new(format!("{}-{name}", topo.host.name));
+    topo.host.ip(&[
+        "link",
+        "add",
+        host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ]);
+    let (host_ip, client_ip) = (Ipv4Addr::new(10, 0, net, 1), Ipv4Addr::new(10, 0, net, 2));
+    topo.host
+        .ip(&["addr", "add", &format!("{host_ip}/24"), "dev", host_if]);
+    topo.host.ip(&["link", "set", host_if, "up"]);
+    client.ip(&["addr", "add", &format!("{client_ip}/24"), "dev", "eth0"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+    client.ip(&["route", "add", "default", "via", &host_ip.to_string()]);
+    (client, client_ip)
+}
+
+#[test]
+fn every_interface_with_an_address_is_served_and_watch_adds_new_ones() {
+    require_privileges!();
+    let topo = Topology::new("allext", 1);
+    // h1 carries no default route and nobody names it.
+    let (near, near_ip) = second_client(&topo, "near", "h1", 2);
+    let server = http_server(&topo.containers[0].name, 80, "web", 3);
+    let out = topo.attach(&["8080=172.30.0.10:80"]);
+    assert!(
+        out.contains("h0") && out.contains("h1") && !out.contains("lo,"),
+        "attach should serve h0 and h1 (and name them), not loopback: {out}"
+    );
+    assert!(
+        !out.contains("external: docker0") && !out.contains(", docker0"),
+        "the bridge must not be external: {out}"
+    );
+    let body = http_get(&near.name, Ipv4Addr::new(10, 0, 2, 1), 8080)
+        .expect("GET through h1, an interface nobody named");
+    assert_eq!(body, format!("web saw {near_ip}"), "client address kept");
+
+    // h2 appears after attach: served once watch has seen it.
+    let mut watcher = topo.watch();
+    let (late, late_ip) = second_client(&topo, "late", "h2", 3);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        match http_get(&late.name, Ipv4Addr::new(10, 0, 3, 1), 8080) {
+            Ok(body) => break body,
+            Err(e) if Instant::now() > deadline => {
+                let _ = watcher.kill();
+                panic!("h2, added after attach, was not served within 5 s of watch: {e}");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(body, format!("web saw {late_ip}"), "client address kept");
+    let body = http_get(&topo.client.name, HOST_EXT_IP, 8080).expect("GET through h0");
+    assert_eq!(body, format!("web saw {CLIENT_IP}"));
+    server.join().unwrap();
+    topo.assert_no_proxy();
+    topo.detach_ends_watch(watcher);
+}
+
+#[test]
+fn named_external_interfaces_are_not_widened_by_watch() {
+    require_privileges!();
+    let topo = Topology::new("narrow", 1);
+    let (near, _) = second_client(&topo, "near", "h1", 2);
+    let server = http_server(&topo.containers[0].name, 80, "web", 1);
+    let out = topo.attach_with(&["8080=172.30.0.10:80"], &["--external", "h0"]);
+    assert!(!out.contains("h1"), "--external h0 must narrow: {out}");
+    let watcher = topo.watch();
+    topo.host.ip(&["addr", "add", "10.0.2.7/24", "dev", "h1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = in_netns(&near.name, || {
+        std::net::TcpStream::connect_timeout(
+            &SocketAddr::from((Ipv4Addr::new(10, 0, 2, 1), 8080)),
+            Duration::from_secs(1),
+        )
+    });
+    assert!(
+        got.is_err(),
+        "h1 was not named with --external: port 8080 must not be served there"
+    );
+    http_get(&topo.client.name, HOST_EXT_IP, 8080).expect("GET through h0");
+    server.join().unwrap();
+    topo.detach_ends_watch(watcher);
+}

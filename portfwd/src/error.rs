@@ -15,6 +15,8 @@ pub enum Error {
     NothingAttached,
     #[error("cannot tell which attached bridge {0} is on; attach its bridge with --map instead")]
     NoBridgeFor(String),
+    #[error("no interface of this host is on the network of {0}")]
+    NoInterfaceFor(String),
     #[error("{0} is not published")]
     NotPublished(String),
     #[error("host port {port} is in use by {owner}; use --force to publish it anyway")]
@@ -31,7 +33,9 @@ pub enum Error {
     NotEthernet(String),
     #[error("no such network namespace: {0}")]
     NoSuchNetns(String),
-    #[error("no interface carries a default route; name one with --external")]
+    #[error(
+        "no interface holds a host address (loopback and bridges aside); name one with --external"
+    )]
     NoDefaultRoute,
     #[error("{0} is not attached")]
     NotAttached(String),

@@ -10,6 +10,8 @@ pub mod family;
 pub mod host;
 pub mod ops;
 pub mod persist;
+pub mod relay;
+pub mod relayed;
 pub mod spec;
 pub mod state;
 pub mod table;

@@ -13,6 +13,10 @@ use crate::{
 const BRIDGE_PREFIX: &str = "br_";
 const EXTERNAL_PREFIX: &str = "ext_";
 const CGROUP_PREFIX: &str = "cg_";
+/// A directory (bpffs holds no plain files) whose presence says that the
+/// external interfaces were not named: `watch` serves the ones that appear
+/// later. Its prefix keeps it out of the maps and out of the links.
+const AUTO_EXTERNAL: &str = "ext_auto";
 /// State directories: `netns-<cookie>`.
 const NETNS_PREFIX: &str = "netns-";
 
@@ -67,6 +71,14 @@ impl StateDir {
 
     pub fn map_pin(&self, map: &str) -> PathBuf {
         self.path.join(map)
+    }
+
+    /// A directory whose presence says that `ops::publish` attached the
+    /// bridge (not a user's `attach`): the last `unpublish` of its mappings
+    /// detaches it again. Not a link: `_proxy` keeps it out of `bridges`
+    /// (bpffs refuses names with a dot).
+    pub fn proxy_mark(&self, ifindex: u32) -> PathBuf {
+        self.path.join(format!("{BRIDGE_PREFIX}{ifindex}_proxy"))
     }
 
     pub fn bridge_link(&self, ifindex: u32) -> PathBuf {
@@ -145,6 +157,16 @@ impl StateDir {
         out
     }
 
+    /// True if the external interfaces are every one with a host address
+    /// (none was named at attach).
+    pub fn auto_external(&self) -> bool {
+        self.path.join(AUTO_EXTERNAL).is_dir()
+    }
+
+    pub fn set_auto_external(&self, on: bool) -> Result<()> {
+        set_mark(&self.path.join(AUTO_EXTERNAL), on)
+    }
+
     /// Interface indices of the external interfaces.
     pub fn externals(&self) -> Vec<u32> {
         self.links(EXTERNAL_PREFIX)
@@ -159,5 +181,24 @@ impl StateDir {
         }
         let _ = std::fs::remove_dir(root());
         Ok(())
+    }
+}
+
+/// Creates (`on`) or removes the marker directory `path`; either done
+/// already is fine.
+pub fn set_mark(path: &Path, on: bool) -> Result<()> {
+    let done = if on {
+        std::fs::create_dir(path)
+    } else {
+        std::fs::remove_dir(path)
+    };
+    match done {
+        Err(e)
+            if e.kind() != std::io::ErrorKind::AlreadyExists
+                && e.kind() != std::io::ErrorKind::NotFound =>
+        {
+            Err(Error::io(format!("updating {}", path.display()), e))
+        }
+        _ => Ok(()),
     }
 }

@@ -360,7 +360,7 @@ pub fn remove_bridge(maps: &mut Maps, bridge_ifindex: u32) -> Result<Vec<HostPor
 /// The one way a mapping leaves the table: the mapping, then its counters,
 /// then its count in `pf_ports` (which frees the port for host processes
 /// once no mapping of the family is left on it).
-fn unpublish(maps: &mut Maps, hosts: &[HostPort]) -> Result<()> {
+pub fn unpublish(maps: &mut Maps, hosts: &[HostPort]) -> Result<()> {
     for host in hosts {
         let slot = lookup(maps, host).map(|t| t.stats_slot);
         remove_in::<V4>(maps, host)?;

@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod assertions;
+pub mod docker;
 mod hooked;
 mod kernel;
 mod sockets;

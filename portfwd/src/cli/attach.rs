@@ -12,7 +12,7 @@ pub struct Args {
     /// family; CONTAINER_IP may be a Docker container name or id (each family it has).
     #[arg(long = "map", value_name = "SPEC")]
     maps: Vec<String>,
-    /// Interface where outside clients arrive (default: those with a default route).
+    /// Interface where outside clients arrive (default: every interface with a host address but the bridges and loopback; `watch` adds new ones).
     #[arg(long = "external", value_name = "IFACE")]
     external: Vec<String>,
     /// cgroup2 directory for the socket hooks (default: the cgroup2 root).
@@ -39,7 +39,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
     super::say_removed(&report.dead_namespaces);
     let mut out = String::new();
     let how = if report.external_defaulted {
-        " (default route)"
+        " (every interface with a host address)"
     } else {
         ""
     };

@@ -26,7 +26,12 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
     })?;
     super::say_removed(&report.dead_namespaces);
     if !report.attached {
-        return Ok(super::nothing_attached(args.json));
+        // Relays run without the datapath (an SCTP port alone).
+        return Ok(if report.relayed.is_empty() || args.json {
+            super::nothing_attached(args.json)
+        } else {
+            relayed(&report)
+        });
     }
     if args.counters {
         return Ok(counters(&report, args.json));
@@ -80,6 +85,7 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
             );
         }
     }
+    out.push_str(&relayed(&report));
     let counters: Vec<String> = report
         .counters
         .iter()
@@ -90,6 +96,24 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         let _ = writeln!(out, "datapath: {}", counters.join(" "));
     }
     Ok(out)
+}
+
+/// One line per port a userspace relay serves.
+fn relayed(report: &ops::ListReport) -> String {
+    let mut out = String::new();
+    for r in &report.relayed {
+        let _ = writeln!(
+            out,
+            "relayed by {} (pid {}): {}/{} -> {} ({})",
+            r.by,
+            r.pid,
+            endpoint(&r.host_ip, r.host_port),
+            r.proto,
+            endpoint(&r.container_ip, r.container_port),
+            r.why
+        );
+    }
+    out
 }
 
 /// `--counters`: every counter by name, and conntrack's use.

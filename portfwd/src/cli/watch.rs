@@ -21,6 +21,9 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
         }
         ops::WatchEvent::DeadNamespace(dead) => super::say_removed(&[dead]),
         ops::WatchEvent::Follow(event) => super::restore::say_followed(&event),
+        ops::WatchEvent::Externals(names) => {
+            eprintln!("portfwd watch: now external: {}", names.join(", "));
+        }
     })?;
     let syncs = report.syncs;
     Ok(match report.end {

@@ -81,6 +81,35 @@ pub fn mtu(name: &str) -> Result<u32> {
     Ok(mtu.max(0) as u32)
 }
 
+/// True if `name` is a loopback interface (IFF_LOOPBACK).
+pub fn is_loopback(name: &str) -> Result<bool> {
+    let req = ifreq(name, libc::SIOCGIFFLAGS)?;
+    // SAFETY: SIOCGIFFLAGS initialised the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(flags as i32 & libc::IFF_LOOPBACK != 0)
+}
+
+/// The Ethernet interfaces that hold a host address (IPv6 link-local ones
+/// do not count), loopback and `except` left out, by index: where clients
+/// from outside can arrive, as Docker's `-p` on 0.0.0.0 serves them.
+/// Containers' veths hold no host address, so they are not among them.
+pub fn host_address_interfaces(except: &[u32]) -> Result<Vec<(String, u32)>> {
+    let mut indices: Vec<u32> = networks()?.iter().map(|n| n.ifindex).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let mut out = Vec::new();
+    for index in indices.into_iter().filter(|i| !except.contains(i)) {
+        let Some(name) = ifname(index) else { continue };
+        // Gone since the dump, a loopback, or no Ethernet header (tun,
+        // WireGuard): not an interface the datapath can serve.
+        if is_loopback(&name).unwrap_or(true) || require_ethernet(&name).is_err() {
+            continue;
+        }
+        out.push((name, index));
+    }
+    Ok(out)
+}
+
 /// Interfaces that carry a default route, in route-table order: IPv4's
 /// first, then IPv6's (reject routes and the loopback left out).
 pub fn default_route_interfaces() -> Result<Vec<String>> {

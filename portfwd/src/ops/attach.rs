@@ -21,7 +21,10 @@ pub struct AttachRequest {
     /// The bridge the containers are on.
     pub bridge: String,
     pub specs: Vec<SpecTemplate>,
-    /// Empty: the interfaces that carry a default route.
+    /// Empty: every interface that holds a host address, except the
+    /// bridges attached, loopback and containers' veths (see
+    /// `ifaces::host_address_interfaces`); `watch` adds the ones that
+    /// appear later.
     pub external: Vec<String>,
     /// Where the socket hooks attach (default: the cgroup2 root).
     pub cgroup: Option<PathBuf>,
@@ -36,7 +39,8 @@ pub struct AttachReport {
     pub bridge: String,
     pub bridge_index: u32,
     pub external: Vec<String>,
-    /// The external interfaces were the default-route ones (none was named).
+    /// The external interfaces were every one with a host address (none was
+    /// named).
     pub external_defaulted: bool,
     /// The cgroup the socket hooks serve, or None with `no_local`.
     pub local_cgroup: Option<PathBuf>,
@@ -69,8 +73,12 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
     let names = super::follow::names(&req.specs, &mappings)?;
     let bridge_index = ifaces::require_ethernet(&req.bridge)?;
     let (external, defaulted) = if req.external.is_empty() {
-        let found = ifaces::default_route_interfaces()?;
-        let found: Vec<String> = found.into_iter().filter(|i| *i != req.bridge).collect();
+        let mut bridges = StateDir::current()?.bridges();
+        bridges.push(bridge_index);
+        let found: Vec<String> = ifaces::host_address_interfaces(&bridges)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         if found.is_empty() {
             return Err(Error::NoDefaultRoute);
         }
@@ -116,6 +124,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport> {
             &external,
             &ext_indices,
         )?;
+        state.set_auto_external(defaulted)?;
         doc.set_bridge(
             &req.bridge,
             &req.external,
@@ -176,6 +185,9 @@ fn attach_in(
     // or a bit a killed command left unset, would pass packets over.
     table::rebuild_hot(&mut maps)?;
 
+    // A bridge served as an external interface before it was attached
+    // (every interface with an address is, by default) is one no longer.
+    bpf::detach_pinned(&state.external_link(bridge_index))?;
     let prog = bpf::classifier(&mut ebpf, PROG_BRIDGE_INGRESS)?;
     bpf::attach_pinned(prog, &req.bridge, &state.bridge_link(bridge_index))?;
     let prog = bpf::classifier(&mut ebpf, PROG_EXTERNAL_INGRESS)?;
@@ -197,4 +209,36 @@ fn attach_in(
         }
     }
     Ok(())
+}
+
+/// For `watch`: when the external interfaces were not named at attach, serves
+/// the interfaces with a host address that have appeared since (bridges
+/// attached since are left out). The names of those it attached to.
+pub(crate) fn attach_new_externals(state: &StateDir) -> Result<Vec<String>> {
+    if !state.auto_external() {
+        return Ok(Vec::new());
+    }
+    let _lock = match table::lock(state) {
+        Ok(lock) => lock,
+        // Detached meanwhile: `watch` ends at its next look.
+        Err(_) if !state.exists() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if !state.auto_external() {
+        return Ok(Vec::new());
+    }
+    let mut known = state.bridges();
+    known.extend(state.externals());
+    let new = ifaces::host_address_interfaces(&known)?;
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ebpf = bpf::load(Some(state))?;
+    let prog = bpf::classifier(&mut ebpf, PROG_EXTERNAL_INGRESS)?;
+    let mut out = Vec::new();
+    for (name, index) in new {
+        bpf::attach_pinned(prog, &name, &state.external_link(index))?;
+        out.push(name);
+    }
+    Ok(out)
 }

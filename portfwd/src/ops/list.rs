@@ -139,6 +139,8 @@ pub struct ListReport {
     pub one_family: Vec<OneFamily>,
     /// With `programs` asked: the attached programs' statistics.
     pub programs: Option<ProgramsReport>,
+    /// Ports a userspace relay serves (portfwd-docker-proxy), attached or not.
+    pub relayed: Vec<crate::relayed::Relayed>,
     /// State of other namespaces that no longer existed, removed first.
     pub dead_namespaces: Vec<super::DeadNamespace>,
 }
@@ -148,6 +150,7 @@ pub fn list(req: &ListRequest) -> Result<ListReport> {
     let dead_namespaces = super::enter(req.netns.as_deref())?;
     let Some(maps) = super::open_read_only()? else {
         return Ok(ListReport {
+            relayed: crate::relayed::current(),
             dead_namespaces,
             ..Default::default()
         });
@@ -172,6 +175,7 @@ pub fn list(req: &ListRequest) -> Result<ListReport> {
         conntrack,
         one_family,
         programs,
+        relayed: crate::relayed::current(),
         dead_namespaces,
     })
 }

@@ -2,6 +2,9 @@
 //! current as addresses come and go, by following rtnetlink's IPv4 and IPv6
 //! address notifications.
 //!
+//! When no external interface was named at attach, it also serves the
+//! interfaces that gain a host address later (see `attach`).
+//!
 //! Every portfwd command already re-reads the addresses; `watch` is for hosts
 //! whose addresses change between commands (DHCP, hotplug). It holds no
 //! connection state: killing it loses nothing. It exits by itself once the
@@ -78,6 +81,9 @@ pub enum WatchEvent {
     /// Mappings made by container name follow their containers (see
     /// `follow`).
     Follow(super::FollowEvent),
+    /// These interfaces appeared (or gained a host address) and are now
+    /// served as external interfaces.
+    Externals(Vec<String>),
 }
 
 /// How often `watch` looks for the state of namespaces that are gone.
@@ -123,6 +129,7 @@ pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result
     let addresses = sync()?;
     on_event(WatchEvent::Tracking { addresses });
     let follower = super::follow::Follower::start();
+    new_externals(&state, &mut on_event)?;
     let start = std::time::Instant::now();
     let mut buf = vec![0u8; 64 << 10];
     let mut syncs = 1u64;
@@ -164,7 +171,18 @@ pub fn watch(req: &WatchRequest, mut on_event: impl FnMut(WatchEvent)) -> Result
             if state.exists() {
                 sync()?;
                 syncs += 1;
+                new_externals(&state, &mut on_event)?;
             }
         }
     }
+}
+
+/// Serves the interfaces that gained a host address, if the external ones
+/// were not named at attach.
+fn new_externals(state: &StateDir, on_event: &mut impl FnMut(WatchEvent)) -> Result<()> {
+    let new = super::attach::attach_new_externals(state)?;
+    if !new.is_empty() {
+        on_event(WatchEvent::Externals(new));
+    }
+    Ok(())
 }

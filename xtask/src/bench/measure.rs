@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 
 use super::{
-    modes::{docker_proxy_bin, Target, MODES},
+    modes::{docker_proxy_bin, portfwd_docker_proxy_bin, Target, MODES},
     rig::{host_port, in_ns, output, Client, Rig, HOST_IP, WEB_IP},
 };
 
@@ -277,39 +277,55 @@ impl Rig {
                 }
             }
         }
-        let mut rss_kib = 0u64;
-        let mut started = 0usize;
-        if let Some(bin) = docker_proxy_bin() {
-            let first = self.children.len();
-            for i in 0..proxies {
-                let port = MEMORY_FIRST_PORT + i as u16;
-                self.docker_proxy(&bin, "tcp", port, 80)?;
-                started += 1;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            for c in &self.children[first..] {
-                rss_kib += std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("VmRSS:"))
-                            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                    })
-                    .unwrap_or(0);
-            }
-        }
-        let per_proxy_kib = if started > 0 {
-            rss_kib as f64 / started as f64
-        } else {
-            0.0
+        let docker_proxy = docker_proxy_bin();
+        let (per_proxy_kib, started) = match &docker_proxy {
+            Some(bin) => self.proxies_rss(bin, MEMORY_FIRST_PORT, proxies)?,
+            None => (0.0, 0),
         };
+        // portfwd-docker-proxy on the next ports: the datapath publishes,
+        // so each process only waits for its signal.
+        let ours = portfwd_docker_proxy_bin(&self.portfwd);
+        let (ours_kib, ours_started) =
+            self.proxies_rss(&ours, MEMORY_FIRST_PORT + proxies as u16, proxies)?;
         Ok(json!({
             "portfwd_kernel_maps_bytes": memlock,
             "portfwd_userspace_bytes": 0,
             "docker_proxy_processes_measured": started,
             "docker_proxy_rss_kib_per_process": per_proxy_kib,
             "docker_proxy_1000_ports_mib_extrapolated": per_proxy_kib * 1000.0 / 1024.0,
+            "portfwd_docker_proxy_processes_measured": ours_started,
+            "portfwd_docker_proxy_rss_kib_per_process": ours_kib,
         }))
+    }
+
+    /// Starts `count` TCP proxies of `bin` from port `first` on, and returns
+    /// their mean RSS in KiB and how many were measured.
+    fn proxies_rss(&mut self, bin: &Path, first: u16, count: usize) -> Result<(f64, usize)> {
+        let start = self.children.len();
+        for i in 0..count {
+            self.docker_proxy(bin, "tcp", first + i as u16, 80)?;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut rss_kib = 0u64;
+        for c in &self.children[start..] {
+            rss_kib += std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0);
+        }
+        let n = self.children.len() - start;
+        Ok((
+            if n > 0 {
+                rss_kib as f64 / n as f64
+            } else {
+                0.0
+            },
+            n,
+        ))
     }
 }
 

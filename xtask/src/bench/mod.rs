@@ -3,7 +3,7 @@
 //!
 //! - `rig`: the namespaces, servers and processes, torn down on drop;
 //! - `modes`: one type per way of reaching the container (direct, portfwd,
-//!   iptables, nftables, docker-proxy, socat);
+//!   iptables, nftables, docker-proxy, socat, docker-p-portfwd);
 //! - `measure`: iperf3 and wrk through a mode, table-size latency, memory;
 //! - `cost`: each program's cost per packet and path (test runs, bpf_stats);
 //! - `edges`: path MTU, large UDP and a SYN flood, beside iptables DNAT, on
@@ -41,7 +41,7 @@ use crate::cmd::{capture, run};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Comma-separated modes (default: all): direct,portfwd,iptables,nftables,docker-proxy,socat,
-    /// and over IPv6 direct6,portfwd6,ip6tables
+    /// docker-p-portfwd, and over IPv6 direct6,portfwd6,ip6tables
     #[arg(long)]
     modes: Option<String>,
     /// Rounds over all modes.

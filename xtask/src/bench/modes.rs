@@ -81,7 +81,7 @@ pub struct Mode {
     pub fwd: &'static dyn Forwarder,
 }
 
-pub const MODES: [Mode; 9] = [
+pub const MODES: [Mode; 10] = [
     Mode {
         index: 0,
         fwd: &Direct,
@@ -107,21 +107,25 @@ pub const MODES: [Mode; 9] = [
         fwd: &Socat,
     },
     Mode {
+        index: 6,
+        fwd: &DockerPortfwd,
+    },
+    Mode {
         index: DIRECT6,
         fwd: &Direct6,
     },
     Mode {
-        index: 7,
+        index: 8,
         fwd: &Portfwd6,
     },
     Mode {
-        index: 8,
+        index: 9,
         fwd: &Ip6tables,
     },
 ];
 
 /// The index of the IPv6 direct mode, whose target is its own backend.
-const DIRECT6: u16 = 6;
+const DIRECT6: u16 = 7;
 
 impl Mode {
     pub fn name(&self) -> &'static str {
@@ -384,14 +388,44 @@ impl Forwarder for DockerProxy {
         let bin = docker_proxy_bin().ok_or_else(|| {
             anyhow!("docker-proxy not found (Debian's docker.io ships /usr/sbin/docker-proxy)")
         })?;
-        for (proto, from, to) in [
-            ("tcp", 12080, to.http),
-            ("tcp", 12201, to.iperf),
-            ("udp", 12201, to.iperf),
-        ] {
-            rig.docker_proxy(&bin, proto, from, to)?;
-        }
-        Ok(())
+        proxy_per_port(rig, &bin, self.remote(), to)
+    }
+}
+
+/// One Docker-style proxy process per port and protocol: `at`'s http port
+/// (TCP) and iperf3 port (TCP and UDP) onto `to`.
+fn proxy_per_port(rig: &mut Rig, bin: &std::path::Path, at: Target, to: Backend) -> Result<()> {
+    let (_, http, iperf) = at;
+    for (proto, from, to) in [
+        ("tcp", http, to.http),
+        ("tcp", iperf, to.iperf),
+        ("udp", iperf, to.iperf),
+    ] {
+        rig.docker_proxy(bin, proto, from, to)?;
+    }
+    Ok(())
+}
+
+/// "docker -p through portfwd": portfwd-docker-proxy started as dockerd
+/// starts its userland proxy (beside "docker -p with docker-proxy" above),
+/// publishing through the datapath.
+pub struct DockerPortfwd;
+
+/// portfwd-docker-proxy, built next to the portfwd binary.
+pub fn portfwd_docker_proxy_bin(portfwd: &std::path::Path) -> PathBuf {
+    portfwd.with_file_name("portfwd-docker-proxy")
+}
+
+impl Forwarder for DockerPortfwd {
+    fn name(&self) -> &'static str {
+        "docker-p-portfwd"
+    }
+    fn remote(&self) -> Target {
+        (HOST_IP, 13080, 13201)
+    }
+    fn setup(&self, rig: &mut Rig, to: Backend) -> Result<()> {
+        let bin = portfwd_docker_proxy_bin(&rig.portfwd);
+        proxy_per_port(rig, &bin, self.remote(), to)
     }
 }
 

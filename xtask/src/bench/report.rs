@@ -173,11 +173,13 @@ pub fn render(
     }
     let _ = writeln!(
         s,
-        "### Memory for published ports\n\nportfwd: kernel maps {:.1} MiB in all (preallocated, the same for 1 or 65 536 mappings), no process after attach returns. docker-proxy: {:.1} MiB RSS per process (measured over {} processes), so about {:.0} MiB for 1 000 ports of one protocol.\n",
+        "### Memory for published ports\n\nportfwd: kernel maps {:.1} MiB in all (preallocated, the same for 1 or 65 536 mappings), no process after attach returns. docker-proxy: {:.1} MiB RSS per process (measured over {} processes), so about {:.0} MiB for 1 000 ports of one protocol. portfwd-docker-proxy (docker -p through portfwd): {:.1} MiB RSS per process (over {} processes), no byte copied by it.\n",
         memory["portfwd_kernel_maps_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
         memory["docker_proxy_rss_kib_per_process"].as_f64().unwrap_or(0.0) / 1024.0,
         memory["docker_proxy_processes_measured"],
         memory["docker_proxy_1000_ports_mib_extrapolated"].as_f64().unwrap_or(0.0),
+        memory["portfwd_docker_proxy_rss_kib_per_process"].as_f64().unwrap_or(0.0) / 1024.0,
+        memory["portfwd_docker_proxy_processes_measured"],
     );
     s
 }
