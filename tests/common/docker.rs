@@ -145,14 +145,18 @@ pub fn is_static_elf(path: &Path) -> bool {
     })
 }
 
-/// Installs docker.io and busybox-static if either is missing.
+/// Installs docker.io, docker-compose and busybox-static if one is missing.
 pub fn install_packages() -> Result<(), String> {
     let have_dockerd = works(&["dockerd", "--version"]);
     let have_busybox = is_static_elf(Path::new(BUSYBOX));
-    if have_dockerd && have_busybox && works(&["iptables-save", "--version"]) {
+    if have_dockerd
+        && have_busybox
+        && works(&["iptables-save", "--version"])
+        && works(&["docker-compose", "version"])
+    {
         return Ok(());
     }
-    eprintln!("docker test: installing docker.io and busybox-static with apt-get");
+    eprintln!("docker test: installing docker.io, docker-compose and busybox-static with apt-get");
     let apt = |args: &[&str]| {
         let mut full = vec![
             "env",
@@ -169,6 +173,7 @@ pub fn install_packages() -> Result<(), String> {
         "-y",
         "--no-install-recommends",
         "docker.io",
+        "docker-compose",
         "busybox-static",
         "iptables",
     ];
