@@ -15,6 +15,8 @@ pub enum Error {
     NothingAttached,
     #[error("cannot tell which attached bridge {0} is on; attach its bridge with --map instead")]
     NoBridgeFor(String),
+    #[error("no host interface reaches {0} (no route to it but a default one)")]
+    NoRouteTo(String),
     #[error("{0} is not published")]
     NotPublished(String),
     #[error("host port {port} is in use by {owner}; use --force to publish it anyway")]

@@ -20,6 +20,7 @@ pub mod del;
 pub mod detach;
 pub mod flows;
 pub mod list;
+pub mod pod;
 pub mod reap;
 pub mod watch;
 
@@ -29,6 +30,9 @@ pub use del::{del, DelReport, DelRequest};
 pub use detach::{detach, DetachReport, DetachRequest, Detached};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
 pub use list::{list, ListReport, ListRequest, OneFamily, ProgramsReport, Row};
+pub use pod::{
+    publish, unpublish, verify, PublishReport, PublishRequest, UnpublishReport, UnpublishRequest,
+};
 pub use reap::DeadNamespace;
 pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};
 
