@@ -24,7 +24,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
             ),
         ));
     }
-    let store = Store::open()?;
+    let store = Store::open(conf.state_dir.as_deref())?;
     // An ADD again without DEL: what the earlier one published goes first.
     if let Some(old) = store.load(&conf.name, container_id, ifname)? {
         super::del::remove(&store, &old)?;

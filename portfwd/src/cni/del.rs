@@ -13,7 +13,7 @@ use super::{
 pub fn run(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
     let (container_id, ifname) = env.attachment()?;
     let conf = NetConf::parse(stdin)?;
-    let store = Store::open()?;
+    let store = Store::open(conf.state_dir.as_deref())?;
     if let Some(record) = store.load(&conf.name, container_id, ifname)? {
         remove(&store, &record)?;
     }

@@ -4,7 +4,7 @@ use super::{error::CniError, state::Store, types::NetConf};
 
 pub fn run(stdin: &[u8]) -> Result<String, CniError> {
     let conf = NetConf::parse(stdin)?;
-    let store = Store::open()?;
+    let store = Store::open(conf.state_dir.as_deref())?;
     for record in store.all(&conf.name)? {
         let valid = conf
             .valid_attachments

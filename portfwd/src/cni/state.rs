@@ -100,10 +100,14 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open() -> Result<Self, CniError> {
+    /// The directory PORTFWD_CNI_STATE_DIR names, else `configured` (the
+    /// configuration's `stateDir`), else the default.
+    pub fn open(configured: Option<&Path>) -> Result<Self, CniError> {
         let dir = std::env::var_os(DIR_ENV)
             .filter(|d| !d.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
+            .map(PathBuf::from)
+            .or_else(|| configured.map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let lock_path = dir.join("lock");
         let lock =

@@ -29,6 +29,11 @@ pub struct NetConf {
     /// portfwd's own: the cgroup2 directory of the socket hooks, for an
     /// interface that ADD attaches (default: the cgroup2 root).
     pub cgroup: Option<std::path::PathBuf>,
+    /// portfwd's own: where the plugin keeps what each ADD published
+    /// (default: /var/lib/portfwd/cni; PORTFWD_CNI_STATE_DIR overrides both).
+    /// In the configuration, unlike an environment variable, it reaches
+    /// every invocation, also a runtime's cleanup process.
+    pub state_dir: Option<std::path::PathBuf>,
     /// GC (1.1.0): the attachments the runtime still has.
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Vec<Attachment>,
