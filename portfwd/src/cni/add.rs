@@ -30,7 +30,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
         super::del::remove(&store, &old)?;
     }
     if !mappings.is_empty() {
-        let report = ops::publish(&ops::PublishRequest {
+        let report = ops::publish_pod(&ops::PublishRequest {
             mappings,
             external: conf.external_interfaces.clone(),
             cgroup: conf.cgroup.clone(),
@@ -54,7 +54,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
             for index in &report.attached {
                 store.unmark_attached(*index);
             }
-            let _ = ops::unpublish(&ops::UnpublishRequest {
+            let _ = ops::unpublish_pod(&ops::UnpublishRequest {
                 mappings: record.mappings.iter().map(Entry::mapping).collect(),
                 release: report.attached.clone(),
             });

@@ -14,7 +14,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
     let prev = conf.require_prev_result()?;
     let addrs = types::container_addresses(prev, ifname)?;
     let mappings = super::wanted_mappings(&conf, &addrs)?;
-    let wrong = ops::verify(&mappings)?;
+    let wrong = ops::verify_pod(&mappings)?;
     if wrong.is_empty() {
         return Ok(String::new());
     }

@@ -32,7 +32,7 @@ pub fn remove(store: &Store, record: &Record) -> Result<(), CniError> {
         .collect();
     release.sort_unstable();
     release.dedup();
-    let report = ops::unpublish(&ops::UnpublishRequest {
+    let report = ops::unpublish_pod(&ops::UnpublishRequest {
         mappings: record.mappings.iter().map(Entry::mapping).collect(),
         release,
     })?;

@@ -31,7 +31,8 @@ pub use detach::{detach, DetachReport, DetachRequest, Detached};
 pub use flows::{flows, Flow, FlowsReport, FlowsRequest};
 pub use list::{list, ListReport, ListRequest, OneFamily, ProgramsReport, Row};
 pub use pod::{
-    publish, unpublish, verify, PublishReport, PublishRequest, UnpublishReport, UnpublishRequest,
+    publish_pod, unpublish_pod, verify_pod, PublishReport, PublishRequest, UnpublishReport,
+    UnpublishRequest,
 };
 pub use reap::DeadNamespace;
 pub use watch::{watch, WatchEnd, WatchEvent, WatchReport, WatchRequest};

@@ -51,7 +51,7 @@ pub struct PublishReport {
 /// Publishes `mappings`, or nothing: a host port that is published already
 /// (PortConflict) or held by a host process (PortInUse), or a container
 /// address no interface reaches (NoRouteTo), changes nothing.
-pub fn publish(req: &PublishRequest) -> Result<PublishReport> {
+pub fn publish_pod(req: &PublishRequest) -> Result<PublishReport> {
     spec::check_unique(&req.mappings)?;
     let dead_namespaces = super::enter(None)?;
     let mut routed = Vec::new();
@@ -155,7 +155,7 @@ pub struct UnpublishReport {
 /// Removes those of `mappings` that still point at their container
 /// endpoint, then detaches the interfaces of `release` that no mapping uses
 /// any more. With nothing attached there is nothing to remove: success.
-pub fn unpublish(req: &UnpublishRequest) -> Result<UnpublishReport> {
+pub fn unpublish_pod(req: &UnpublishRequest) -> Result<UnpublishReport> {
     let dead_namespaces = super::enter(None)?;
     let state = StateDir::current()?;
     let mut report = UnpublishReport {
@@ -190,7 +190,7 @@ pub fn unpublish(req: &UnpublishRequest) -> Result<UnpublishReport> {
     Ok(report)
 }
 
-/// What `verify` found wrong with one mapping.
+/// What `verify_pod` found wrong with one mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wrong {
     Missing(Mapping),
@@ -200,7 +200,7 @@ pub enum Wrong {
 
 /// The mappings of `mappings` that are not published as given (empty: all
 /// are in place).
-pub fn verify(mappings: &[Mapping]) -> Result<Vec<Wrong>> {
+pub fn verify_pod(mappings: &[Mapping]) -> Result<Vec<Wrong>> {
     super::enter(None)?;
     let Some(maps) = super::open_read_only()? else {
         return Ok(mappings.iter().copied().map(Wrong::Missing).collect());
