@@ -7,7 +7,7 @@ mod common;
 
 use std::{
     io::Read as _,
-    net::{IpAddr, SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -25,27 +25,6 @@ fn both_families(port: u16, udp_port: u16) -> Vec<String> {
         .iter()
         .flat_map(|s| [s.map(port, 0, 80, "tcp"), s.map(udp_port, 0, 53, "udp")])
         .collect()
-}
-
-/// One datagram from namespace `ns` to `to` and its reply, through a plain
-/// (unhooked) socket of the test: (reply, where it came from).
-fn udp_exchange(ns: &str, to: SocketAddr, payload: &str) -> (String, SocketAddr) {
-    let payload = payload.to_string();
-    in_netns(ns, move || {
-        let any: IpAddr = if to.is_ipv4() {
-            Stack::V4.any()
-        } else {
-            Stack::V6.any()
-        };
-        let s = UdpSocket::bind((any, 0)).expect("bind the UDP client");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.send_to(payload.as_bytes(), to).expect("send");
-        let mut buf = [0u8; 2048];
-        let (n, from) = s
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("no UDP reply from {to}: {e}"));
-        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
-    })
 }
 
 #[test]

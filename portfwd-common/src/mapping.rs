@@ -23,7 +23,8 @@ pub struct MapKey<A> {
 pub struct Backend<A> {
     pub addr_be: A,
     pub port_be: u16,
-    pub pad: u16,
+    /// `BACKEND_F_*` bits.
+    pub flags: u16,
     /// The bridge the container sits on; forwarded packets are redirected there.
     pub bridge_ifindex: u32,
     /// The mapping's index in `pf_mstats` (its counters), chosen by
@@ -43,6 +44,25 @@ impl<A: Addr> MapKey<A> {
     }
 }
 
+/// A host process may bind the mapping's host port itself: the runtime that
+/// published it reserves the port that way (rootful podman's conmon binds
+/// the ports it publishes through CNI). The socket gets no traffic: packets
+/// to the port are forwarded before they reach it.
+pub const BACKEND_F_HOST_MAY_BIND: u16 = 1;
+
+/// The value of `pf_ports` counts the mappings on a port in two halves: the
+/// low 16 bits those that refuse host binds (the only ones bind(2) to a
+/// wildcard address checks), the high 16 bits those with
+/// `BACKEND_F_HOST_MAY_BIND`. A port has far fewer mappings than 65 536 (one
+/// per local address of its family, at most).
+pub const PORTS_MAY_BIND_SHIFT: u32 = 16;
+
+/// True if a `pf_ports` value counts a mapping that refuses host binds.
+#[inline(always)]
+pub fn ports_refuse_bind(value: u32) -> bool {
+    value & ((1 << PORTS_MAY_BIND_SHIFT) - 1) != 0
+}
+
 /// Value of `pf_mstats` (a per-CPU array indexed by `Backend::stats_slot`):
 /// what went through one mapping. "fwd" is client -> container, "rev"
 /// container -> client.
@@ -58,8 +78,8 @@ pub struct MapStats {
 }
 
 /// Key of `pf_ports`: a published port and protocol on any address of one
-/// family. Its value counts the mappings on it; bind(2) to a wildcard
-/// address checks it.
+/// family. Its value counts the mappings on it (see `PORTS_MAY_BIND_SHIFT`);
+/// bind(2) to a wildcard address checks it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PortKey {

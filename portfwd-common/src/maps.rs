@@ -22,8 +22,9 @@ pub const FRAG_QUEUE_MAX: u32 = 512;
 /// Bump when a map's meaning changes without its sizes changing; pinned
 /// state written under another version is refused (see `pf_meta`). 4: the
 /// IPv6 maps, which state pinned by version 3 lacks. 5: conntrack entries
-/// carry the table generation they were checked at.
-pub const LAYOUT_VERSION: u64 = 5;
+/// carry the table generation they were checked at. 6: `Backend::flags` and
+/// the two halves of `pf_ports` values.
+pub const LAYOUT_VERSION: u64 = 6;
 /// Index of the layout version in `pf_meta`.
 pub const META_LAYOUT: u32 = 0;
 /// Index in `pf_meta` of where userspace looks for the next free stats slot:

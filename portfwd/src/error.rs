@@ -17,6 +17,8 @@ pub enum Error {
     NoBridgeFor(String),
     #[error("no interface of this host is on the network of {0}")]
     NoInterfaceFor(String),
+    #[error("no host interface reaches {0} (no route to it but a default one)")]
+    NoRouteTo(String),
     #[error("{0} is not published")]
     NotPublished(String),
     #[error("host port {port} is in use by {owner}; use --force to publish it anyway")]

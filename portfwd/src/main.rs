@@ -1,12 +1,19 @@
 //! The portfwd command line: parses, runs, prints, and maps errors to exit
-//! codes (2: the caller's mistake, nothing changed; 1: a failure).
+//! codes (2: the caller's mistake, nothing changed; 1: a failure); or, with
+//! CNI_COMMAND set, acts as a CNI plugin (`cni`).
 mod cli;
+mod cni;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // A CNI runtime runs plugins with their arguments in CNI_* variables
+    // and none on the command line.
+    if std::env::var_os(cni::COMMAND_ENV).is_some() {
+        return cni::main();
+    }
     let started = std::time::Instant::now();
     let result = cli::run(cli::Cli::parse());
     // For `cargo xtask bench`: the command's own time, without process

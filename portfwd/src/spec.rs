@@ -124,7 +124,7 @@ impl Mapping {
         Some(Backend {
             addr_be: A::from_ip(self.container_ip)?,
             port_be: self.container_port.to_be(),
-            pad: 0,
+            flags: 0,
             bridge_ifindex,
             stats_slot,
         })

@@ -19,8 +19,8 @@ use std::{collections::BTreeMap, fs::File, net::IpAddr, os::fd::AsRawFd as _};
 
 use aya::maps::PerCpuValues;
 use portfwd_common::{
-    Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, AF_INET, AF_INET6, CT_DIR_FORWARD,
-    CT_F_KILL, HOT_BACKEND, HOT_HOST, PROTO_TCP, V4, V6,
+    Backend, CtEntry, CtKey, MapKey, MapStats, PortKey, AF_INET, AF_INET6, BACKEND_F_HOST_MAY_BIND,
+    CT_DIR_FORWARD, CT_F_KILL, HOT_BACKEND, HOT_HOST, PORTS_MAY_BIND_SHIFT, PROTO_TCP, V4, V6,
 };
 
 use crate::{
@@ -58,6 +58,15 @@ pub struct Target {
     pub port: u16,
     pub bridge_ifindex: u32,
     pub stats_slot: u32,
+    /// `BACKEND_F_*` bits.
+    pub flags: u16,
+}
+
+impl Target {
+    /// A host process may bind the port (`BACKEND_F_HOST_MAY_BIND`).
+    pub fn host_may_bind(&self) -> bool {
+        self.flags & BACKEND_F_HOST_MAY_BIND != 0
+    }
 }
 
 impl<A: Family> From<Backend<A>> for Target {
@@ -67,6 +76,7 @@ impl<A: Family> From<Backend<A>> for Target {
             port: u16::from_be(b.port_be),
             bridge_ifindex: b.bridge_ifindex,
             stats_slot: b.stats_slot,
+            flags: b.flags,
         }
     }
 }
@@ -148,20 +158,37 @@ fn port_key(host: &HostPort) -> PortKey {
     }
 }
 
-/// How many mappings of `host`'s family are on its port.
+/// How many mappings of `host`'s family are on its port, of both halves of
+/// the `pf_ports` value.
 fn port_count(maps: &Maps, host: &HostPort) -> u32 {
-    maps.ports.get(&port_key(host), 0).unwrap_or(0)
+    let (refuse, may_bind) = port_halves(maps.ports.get(&port_key(host), 0).unwrap_or(0));
+    refuse + may_bind
 }
 
-fn bump_port(maps: &mut Maps, host: &HostPort, delta: i32) -> Result<()> {
+/// A `pf_ports` value as (mappings that refuse host binds, mappings that
+/// allow them).
+fn port_halves(value: u32) -> (u32, u32) {
+    let low = (1 << PORTS_MAY_BIND_SHIFT) - 1;
+    (value & low, value >> PORTS_MAY_BIND_SHIFT)
+}
+
+/// Counts one more (`delta` 1) or one fewer (-1) mapping on `host`'s port,
+/// in the half of the value its `may_bind` selects.
+fn bump_port(maps: &mut Maps, host: &HostPort, delta: i32, may_bind: bool) -> Result<()> {
     let pk = port_key(host);
-    let n = port_count(maps, host) as i64 + i64::from(delta);
-    if n <= 0 {
+    let (refuse, allow) = port_halves(maps.ports.get(&pk, 0).unwrap_or(0));
+    let step = |n: u32| (i64::from(n) + i64::from(delta)).clamp(0, 0xffff) as u32;
+    let (refuse, allow) = if may_bind {
+        (refuse, step(allow))
+    } else {
+        (step(refuse), allow)
+    };
+    if refuse + allow == 0 {
         let _ = maps.ports.remove(&pk);
         Ok(())
     } else {
         maps.ports
-            .insert(pk, n as u32, 0)
+            .insert(pk, refuse | allow << PORTS_MAY_BIND_SHIFT, 0)
             .map_err(|e| Error::ebpf("updating pf_ports", e))
     }
 }
@@ -177,10 +204,33 @@ pub fn add(
     replace: bool,
 ) -> Result<()> {
     for m in mappings {
-        add_in::<V4>(maps, m, bridge_ifindex, replace)?;
-        add_in::<V6>(maps, m, bridge_ifindex, replace)?;
+        add_in::<V4>(maps, m, bridge_ifindex, replace, 0)?;
+        add_in::<V6>(maps, m, bridge_ifindex, replace, 0)?;
     }
     Ok(())
+}
+
+/// Adds exactly `m`, with `flags` (`BACKEND_F_*`), unless its host port or
+/// an overlapping one is published already (PortConflict, nothing changed).
+/// For a runtime that owns the mapping and later removes it with
+/// `remove_exact`.
+pub fn add_exact(maps: &mut Maps, m: &Mapping, bridge_ifindex: u32, flags: u16) -> Result<()> {
+    check_free(maps, std::slice::from_ref(m), false)?;
+    add_in::<V4>(maps, m, bridge_ifindex, false, flags)?;
+    add_in::<V6>(maps, m, bridge_ifindex, false, flags)
+}
+
+/// Removes `m`'s host port only if it still forwards to `m`'s container
+/// endpoint (another owner may have re-pointed it since); true if it did.
+/// Its flows drain.
+pub fn remove_exact(maps: &mut Maps, m: &Mapping) -> Result<bool> {
+    match lookup(maps, &m.host) {
+        Some(t) if t.addr == m.container_ip && t.port == m.container_port => {
+            unpublish(maps, &[m.host])?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// `add` for one mapping if it is family `A`'s.
@@ -189,6 +239,7 @@ fn add_in<A: Family>(
     m: &Mapping,
     bridge_ifindex: u32,
     replace: bool,
+    flags: u16,
 ) -> Result<()> {
     let Some(key) = m.host.key::<A>() else {
         return Ok(());
@@ -218,10 +269,11 @@ fn add_in<A: Family>(
         None => take_slot(maps)?,
     };
     backend.stats_slot = slot;
-    let flags = if replace { 0 } else { BPF_NOEXIST };
+    backend.flags = flags;
+    let insert_flags = if replace { 0 } else { BPF_NOEXIST };
     let table = &mut A::maps_mut(maps).mappings;
     let added = table
-        .insert(key, backend, flags)
+        .insert(key, backend, insert_flags)
         .map_err(|e| match table.get(&key, 0) {
             Ok(_) if !replace => Error::PortConflict {
                 port: m.host.to_string(),
@@ -236,8 +288,15 @@ fn add_in<A: Family>(
         return Err(e);
     }
     maps.table_changed();
-    if existing.is_none() {
-        bump_port(maps, &m.host, 1)?;
+    let may_bind = flags & BACKEND_F_HOST_MAY_BIND != 0;
+    match existing {
+        None => bump_port(maps, &m.host, 1, may_bind)?,
+        // Re-pointed with the other kind of flags: it moves between halves.
+        Some(b) if (b.flags & BACKEND_F_HOST_MAY_BIND != 0) != may_bind => {
+            bump_port(maps, &m.host, -1, !may_bind)?;
+            bump_port(maps, &m.host, 1, may_bind)?;
+        }
+        Some(_) => {}
     }
     Ok(())
 }
@@ -362,13 +421,13 @@ pub fn remove_bridge(maps: &mut Maps, bridge_ifindex: u32) -> Result<Vec<HostPor
 /// once no mapping of the family is left on it).
 pub fn unpublish(maps: &mut Maps, hosts: &[HostPort]) -> Result<()> {
     for host in hosts {
-        let slot = lookup(maps, host).map(|t| t.stats_slot);
+        let target = lookup(maps, host);
         remove_in::<V4>(maps, host)?;
         remove_in::<V6>(maps, host)?;
-        if let Some(slot) = slot {
-            free_slot(maps, slot);
+        if let Some(t) = target {
+            free_slot(maps, t.stats_slot);
         }
-        bump_port(maps, host, -1)?;
+        bump_port(maps, host, -1, target.is_some_and(|t| t.host_may_bind()))?;
     }
     Ok(())
 }
@@ -525,14 +584,19 @@ fn want_hot<A: Family>(maps: &Maps, now: u64, wanted: &mut [u64]) {
     }
 }
 
-/// Makes `pf_ports` the count of mappings per (port, protocol, family),
-/// repairing what a command killed between its two writes may have left.
-/// Run by attach.
+/// Makes `pf_ports` the count of mappings per (port, protocol, family), in
+/// the halves of `PORTS_MAY_BIND_SHIFT`, repairing what a command killed
+/// between its two writes may have left. Run by attach.
 pub fn rebuild_ports(maps: &mut Maps) -> Result<()> {
     let mut wanted: BTreeMap<(u16, u8, u8), u32> = BTreeMap::new();
-    for host in entries(maps).into_keys() {
+    for (host, t) in entries(maps) {
         let k = port_key(&host);
-        *wanted.entry((k.port_be, k.proto, k.af)).or_default() += 1;
+        let one = if t.host_may_bind() {
+            1 << PORTS_MAY_BIND_SHIFT
+        } else {
+            1
+        };
+        *wanted.entry((k.port_be, k.proto, k.af)).or_default() += one;
     }
     let stale: Vec<PortKey> = maps
         .ports

@@ -5,9 +5,10 @@ use std::fs::File;
 use super::in_netns;
 
 /// The ids of the TCX ingress programs on `iface` in namespace `ns`.
-pub fn tcx_ingress_programs(ns: &str, iface: &'static str) -> Vec<u32> {
+pub fn tcx_ingress_programs(ns: &str, iface: &str) -> Vec<u32> {
+    let iface = iface.to_string();
     in_netns(ns, move || match aya::programs::SchedClassifier::query_tcx(
-        iface,
+        &iface,
         aya::programs::TcAttachType::Ingress,
     ) {
         Ok((_, progs)) => progs.iter().map(|p| p.id()).collect(),

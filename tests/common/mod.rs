@@ -1,5 +1,5 @@
 //! Test harness shared by every test file, one file per concern:
-//! `topology` (throwaway network namespaces and the client / host /
+//! `commands` (bounded commands for real engines), `topology` (throwaway network namespaces and the client / host /
 //! container topology), `sockets` (listeners, HTTP, payloads), `hooked`
 //! (clients the socket hooks see), `kernel` (programs the kernel holds) and
 //! `assertions` (can the tests run here, usage errors, successful commands).
@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod assertions;
+mod commands;
 pub mod docker;
 mod hooked;
 mod kernel;
@@ -14,6 +15,7 @@ mod sockets;
 mod topology;
 
 pub use assertions::*;
+pub use commands::*;
 pub use hooked::*;
 pub use kernel::*;
 pub use sockets::*;

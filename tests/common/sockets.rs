@@ -215,3 +215,24 @@ pub fn udp_echo(
         peers
     })
 }
+
+/// One datagram from namespace `ns` to `to` and its reply, through a plain
+/// (unhooked) socket of the test: (reply, where it came from).
+pub fn udp_exchange(ns: &str, to: SocketAddr, payload: &str) -> (String, SocketAddr) {
+    let payload = payload.to_string();
+    in_netns(ns, move || {
+        let any: IpAddr = if to.is_ipv4() {
+            super::Stack::V4.any()
+        } else {
+            super::Stack::V6.any()
+        };
+        let s = UdpSocket::bind((any, 0)).expect("bind the UDP client");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(payload.as_bytes(), to).expect("send");
+        let mut buf = [0u8; 2048];
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no UDP reply from {to}: {e}"));
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    })
+}

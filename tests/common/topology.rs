@@ -166,6 +166,39 @@ pub fn persist_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("portfwd-test-state"))
 }
 
+/// Runs `cmd` in network namespace `ns` (entered with setns between fork
+/// and exec, so that /sys and the mounts stay the test's, unlike `ip netns
+/// exec`), with `stdin` on its standard input; returns its output.
+pub fn output_in(ns: &str, cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::{io::Write as _, os::unix::process::CommandExt as _, process::Stdio};
+    let path = format!("{NETNS_DIR}/{ns}");
+    let netns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    let fd = netns.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and makes one
+    // async-signal-safe syscall on a descriptor opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} in {ns}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/var/run/netns";
 

@@ -22,7 +22,8 @@ use aya_ebpf::{
     EbpfContext as _, Global,
 };
 use portfwd_common::{
-    stat, MapKey, PortKey, SockRevKey, SockRevValue, AF_INET, PROTO_TCP, PROTO_UDP, V4, V6,
+    ports_refuse_bind, stat, MapKey, PortKey, SockRevKey, SockRevValue, AF_INET,
+    BACKEND_F_HOST_MAY_BIND, PROTO_TCP, PROTO_UDP, V4, V6,
 };
 
 use crate::{
@@ -246,7 +247,9 @@ pub fn restore<S: SockFamily>(ctx: &SockAddrContext) -> i32 {
 }
 
 /// bind: a host process may not bind a published port (it would be
-/// shadowed by the mapping). Containers and other namespaces are not affected.
+/// shadowed by the mapping), unless the mapping lets the host bind it (a
+/// runtime's reservation of the ports it published). Containers and other
+/// namespaces are not affected.
 #[inline(always)]
 pub fn bind<S: SockFamily>(ctx: &SockAddrContext) -> i32 {
     let sa = SockAddr(ctx);
@@ -264,18 +267,23 @@ pub fn bind<S: SockFamily>(ctx: &SockAddrContext) -> i32 {
             proto,
             af: <Addr<S> as portfwd_common::Addr>::AF,
         };
-        // SAFETY: presence checks only.
-        let own = unsafe { PORTS.get(&key) }.is_some();
+        // Mappings whose host may bind them are not counted in the low half.
+        // SAFETY: the counts are plain integers copied out at once.
+        let own = unsafe { PORTS.get(&key) }.is_some_and(|v| ports_refuse_bind(*v));
         key.af = AF_INET;
         // SAFETY: as above.
-        own || S::WILDCARD_COVERS_V4 && unsafe { PORTS.get(&key) }.is_some()
+        own || S::WILDCARD_COVERS_V4
+            && unsafe { PORTS.get(&key) }.is_some_and(|v| ports_refuse_bind(*v))
     } else {
         let mut key = MapKey::new(Addr::<S>::default(), port, proto);
-        // SAFETY: presence checks only.
-        let wildcard = unsafe { S::F::mappings().get(&key) }.is_some();
+        let refuses = |k: &MapKey<Addr<S>>| {
+            // SAFETY: the flags are a plain integer copied out at once.
+            unsafe { S::F::mappings().get(k) }
+                .is_some_and(|b| b.flags & BACKEND_F_HOST_MAY_BIND == 0)
+        };
+        let wildcard = refuses(&key);
         key.addr_be = ip;
-        // SAFETY: as above.
-        wildcard || unsafe { S::F::mappings().get(&key) }.is_some()
+        wildcard || refuses(&key)
     };
     if taken {
         stats::count(stat::BIND_REFUSED);

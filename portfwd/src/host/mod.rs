@@ -1,4 +1,4 @@
-//! The host as portfwd finds it: interfaces and addresses, netlink, network
+//! The host as portfwd finds it: interfaces and addresses, routes, netlink, network
 //! namespaces, the cgroup2 and BPF filesystems, who holds a port, and whether
 //! the process may act at all.
 pub mod bpffs;
@@ -8,3 +8,4 @@ pub mod netlink;
 pub mod netns;
 pub mod privileges;
 pub mod procnet;
+pub mod routes;

@@ -45,9 +45,23 @@ pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
     if !pin.exists() {
         return Err(Error::NotAttached(bridge.to_string()));
     }
+    let detached = detach_index(&state, index)?;
+    Ok(DetachReport {
+        bridge: bridge.to_string(),
+        detached,
+        dead_namespaces,
+    })
+}
+
+/// Detaches the attached interface `index` (its pin exists in `state`): the
+/// body of `detach`, also for an interface that is gone (a point-to-point
+/// veth deleted with its container), whose link left the hook with it.
+pub(crate) fn detach_index(state: &StateDir, index: u32) -> Result<Detached> {
+    let pin = state.bridge_link(index);
     let last = state.bridges() == [index];
-    let _lock = table::lock(&state)?;
+    let _lock = table::lock(state)?;
     let mut doc = persist::Doc::load()?;
+    let name = ifaces::ifname(index);
     // The table matters only when other bridges stay: the last detach
     // removes everything, even state another portfwd version left whose maps
     // this one cannot read. Otherwise the bridge's mappings leave through
@@ -55,26 +69,29 @@ pub fn detach(req: &DetachRequest) -> Result<DetachReport> {
     let removed = if last {
         Vec::new()
     } else {
-        let mut maps = bpf::Maps::open(&state)?;
+        let mut maps = bpf::Maps::open(state)?;
         table::remove_bridge(&mut maps, index)?
     };
-    bpf::detach_pinned(&pin)?;
+    if name.is_some() {
+        bpf::detach_pinned(&pin)?;
+    } else {
+        let _ = bpf::detach_pinned(&pin);
+        let _ = std::fs::remove_file(&pin);
+    }
     let detached = if last {
-        remove_everything(&state)?;
+        remove_everything(state)?;
         doc.bridges.clear();
         Detached::Everything
     } else {
-        doc.remove_bridge(bridge);
+        if let Some(name) = &name {
+            doc.remove_bridge(name);
+        }
         Detached::Bridge {
             mappings_removed: removed.len(),
         }
     };
     doc.save()?;
-    Ok(DetachReport {
-        bridge: bridge.to_string(),
-        detached,
-        dead_namespaces,
-    })
+    Ok(detached)
 }
 
 /// Detaches every link of the namespace and removes its state directory,
