@@ -35,7 +35,8 @@ impl Cni {
             .env("CNI_CONTAINERID", format!("ctr{i}"))
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/nonexistent")
-            .env("PORTFWD_CNI_STATE_DIR", &self.state);
+            .env("PORTFWD_CNI_STATE_DIR", &self.state)
+            .env(portfwd::persist::DIR_ENV, persist_dir());
         if netns {
             let c = &self.topo.containers[i].name;
             cmd.env("CNI_NETNS", format!("/var/run/netns/{c}"));

@@ -99,7 +99,8 @@ impl Rig {
             )
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", self.dir.join("bin"))
-            .env("PORTFWD_CNI_STATE_DIR", self.dir.join("state"));
+            .env("PORTFWD_CNI_STATE_DIR", self.dir.join("state"))
+            .env(portfwd::persist::DIR_ENV, persist_dir());
         output_in(&self.topo.host.name, &mut cmd, conf.to_string().as_bytes())
     }
 
