@@ -217,14 +217,7 @@ pub fn networks() -> Result<Vec<Network>> {
         // IFA_ADDRESS, the peer, on point-to-point links; IPv6 has only
         // IFA_ADDRESS unless there is a peer).
         let (mut local, mut address) = (None, None);
-        let mut a = IFADDRMSG;
-        while a + 4 <= msg.len() {
-            let alen = u16::from_ne_bytes(msg[a..a + 2].try_into().unwrap()) as usize;
-            let atype = u16::from_ne_bytes(msg[a + 2..a + 4].try_into().unwrap());
-            if alen < 4 || a + alen > msg.len() {
-                break;
-            }
-            let data = &msg[a + 4..a + alen];
+        for (atype, data) in super::netlink::attributes(msg, IFADDRMSG) {
             let ip = match (family, data.len()) {
                 (libc::AF_INET, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(data).unwrap())),
                 (libc::AF_INET6, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(data).unwrap())),
@@ -235,7 +228,6 @@ pub fn networks() -> Result<Vec<Network>> {
                 (IFA_ADDRESS, Some(ip)) => address = Some(ip),
                 _ => {}
             }
-            a += (alen + 3) & !3;
         }
         if let Some(addr) = local.or(address).filter(|ip| !is_link_local(*ip)) {
             out.push(Network {

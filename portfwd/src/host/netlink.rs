@@ -84,3 +84,18 @@ pub fn dump(
         }
     }
 }
+
+/// The attributes of a netlink message whose fixed header ends at `start`:
+/// (type, payload) pairs, each aligned to 4 bytes, up to the first one that
+/// does not fit.
+pub fn attributes(msg: &[u8], start: usize) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut a = start;
+    std::iter::from_fn(move || {
+        let head = msg.get(a..a + 4)?;
+        let alen = u16::from_ne_bytes([head[0], head[1]]) as usize;
+        let atype = u16::from_ne_bytes([head[2], head[3]]);
+        let data = msg.get(a + 4..a + alen).filter(|_| alen >= 4)?;
+        a += (alen + 3) & !3;
+        Some((atype, data))
+    })
+}

@@ -93,14 +93,7 @@ fn parse(family: i32, msg: &[u8]) -> Option<Route> {
         metric: 0,
         oif: 0,
     };
-    let mut a = RTMSG;
-    while a + 4 <= msg.len() {
-        let alen = u16::from_ne_bytes(msg[a..a + 2].try_into().unwrap()) as usize;
-        let atype = u16::from_ne_bytes(msg[a + 2..a + 4].try_into().unwrap());
-        if alen < 4 || a + alen > msg.len() {
-            break;
-        }
-        let data = &msg[a + 4..a + alen];
+    for (atype, data) in super::netlink::attributes(msg, RTMSG) {
         let word = || data.try_into().ok().map(u32::from_ne_bytes);
         match atype {
             RTA_DST => match data.len() {
@@ -113,7 +106,6 @@ fn parse(family: i32, msg: &[u8]) -> Option<Route> {
             RTA_TABLE => table = word()?,
             _ => {}
         }
-        a += (alen + 3) & !3;
     }
     (table == RT_TABLE_MAIN).then_some(route)
 }
