@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use common::{require_privileges, try_sh, PORTFWD};
+use common::{docker::busybox_rootfs, require_privileges, try_sh, PORTFWD};
 
 const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "localhost/portfwd-cni-test:latest";
@@ -173,23 +173,7 @@ impl Scene {
     /// prints the client's address.
     fn build_image(&mut self) {
         let root = self.dir.join("rootfs");
-        for dir in ["bin", "tmp", "www/cgi-bin", "www2"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "httpd", "wget", "echo", "sleep"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        std::fs::write(root.join("www/index.html"), format!("{PAGE1}\n")).unwrap();
-        std::fs::write(root.join("www2/index.html"), format!("{PAGE2}\n")).unwrap();
-        let cgi = root.join("www/cgi-bin/ip");
-        std::fs::write(
-            &cgi,
-            "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$REMOTE_ADDR\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        busybox_rootfs(&root, [PAGE1, PAGE2]);
         let tar = self.dir.join("rootfs.tar");
         try_sh(
             &[

@@ -25,7 +25,8 @@ use std::{
 use common::{
     assert_usage_error, connect_from,
     docker::{
-        cannot_run, install_packages, run_for, sh, try_sh, wait_for, Dockerd, BUSYBOX, SHORT,
+        busybox_rootfs, cannot_run, install_packages, run_for, sh, try_sh, wait_for, Dockerd,
+        BUSYBOX, SHORT,
     },
     ok, persist_dir, require_privileges, PORTFWD,
 };
@@ -136,24 +137,7 @@ impl Scene {
     /// address), imported with `docker import`: no registry involved.
     fn build_image(&mut self) {
         let root = &self.rootfs;
-        let _ = std::fs::remove_dir_all(root);
-        for dir in ["bin", "tmp", "www/cgi-bin", "www2"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "httpd", "wget", "cat", "echo", "sleep", "timeout"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        std::fs::write(root.join("www/index.html"), format!("{PAGE_WEB}\n")).unwrap();
-        std::fs::write(root.join("www2/index.html"), format!("{PAGE_DOCKER_P}\n")).unwrap();
-        let cgi = root.join("www/cgi-bin/ip");
-        std::fs::write(
-            &cgi,
-            "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$REMOTE_ADDR\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        busybox_rootfs(root, [PAGE_WEB, PAGE_DOCKER_P]);
         let import = format!("tar -C '{}' -c . | docker import - {IMAGE}", root.display());
         self.image = true;
         try_sh(&["sh", "-c", &import], Duration::from_secs(120))

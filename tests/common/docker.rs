@@ -247,3 +247,27 @@ pub fn connections_of(pid: u32) -> Vec<String> {
     }
     out
 }
+
+/// A container image's root at `root`: the host's static busybox with the
+/// docker tests' applets, two web roots (`/www` with `pages[0]` and a CGI
+/// script, cgi-bin/ip, that prints the client's address; `/www2` with
+/// `pages[1]`), ready for `docker import` or `podman import`.
+pub fn busybox_rootfs(root: &Path, pages: [&str; 2]) {
+    let _ = std::fs::remove_dir_all(root);
+    for dir in ["bin", "tmp", "www/cgi-bin", "www2"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "httpd", "wget", "cat", "echo", "sleep", "timeout"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("www/index.html"), format!("{}\n", pages[0])).unwrap();
+    std::fs::write(root.join("www2/index.html"), format!("{}\n", pages[1])).unwrap();
+    let cgi = root.join("www/cgi-bin/ip");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$REMOTE_ADDR\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
