@@ -18,7 +18,10 @@ use std::{
     time::Duration,
 };
 
-use common::{docker::busybox_rootfs, require_privileges, try_sh, PORTFWD};
+use common::{
+    docker::{busybox_rootfs, client_link},
+    require_privileges, try_sh, PORTFWD,
+};
 
 const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "localhost/portfwd-cni-test:latest";
@@ -200,37 +203,9 @@ impl Scene {
         let (ours, theirs) = (Ipv4Addr::new(10, 198, x, 1), Ipv4Addr::new(10, 198, x, 2));
         let ns = format!("pft-podman-{}-client", self.pid);
         let (root_if, client_if) = (format!("pfp{}r", self.pid), format!("pfp{}c", self.pid));
-        let sh = |args: &[&str]| try_sh(args, SHORT).unwrap_or_else(|e| panic!("{e}"));
-        sh(&["ip", "netns", "add", &ns]);
         self.client_ns = Some(ns.clone());
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        sh(&[
-            "ip", "link", "add", &root_if, "type", "veth", "peer", "name", &client_if, "netns", &ns,
-        ]);
         self.veth = Some(root_if.clone());
-        sh(&["ip", "addr", "add", &format!("{ours}/30"), "dev", &root_if]);
-        sh(&["ip", "link", "set", &root_if, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{theirs}/30"),
-            "dev",
-            &client_if,
-        ]);
-        sh(&["ip", "-n", &ns, "link", "set", &client_if, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &ours.to_string(),
-        ]);
+        client_link(&ns, (&root_if, &client_if), ours, theirs);
         (ours, theirs, root_if)
     }
 

@@ -25,8 +25,8 @@ use std::{
 use common::{
     assert_usage_error, connect_from,
     docker::{
-        busybox_rootfs, cannot_run, install_packages, run_for, sh, try_sh, wait_for, Dockerd,
-        BUSYBOX, SHORT,
+        busybox_rootfs, cannot_run, client_link, install_packages, run_for, sh, try_sh, wait_for,
+        Dockerd, BUSYBOX, SHORT,
     },
     ok, persist_dir, require_privileges, PORTFWD,
 };
@@ -117,6 +117,23 @@ struct Scene {
 }
 
 impl Scene {
+    /// Docker and the test's packages installed, an engine answering, and
+    /// nothing of portfwd attached in the root namespace (the test attaches
+    /// there: never over someone's setup); Err says why the test cannot run.
+    fn start() -> Result<Self, String> {
+        install_packages()
+            .map_err(|e| format!("cannot install docker.io / busybox-static: {e}"))?;
+        let state = portfwd::state::StateDir::current().expect("netns cookie");
+        if state.exists() {
+            return Err(format!(
+                "portfwd is already attached in the root network namespace ({}); the test would change it",
+                state.path.display()
+            ));
+        }
+        let dockerd = Dockerd::ensure().map_err(|e| format!("no Docker engine: {e}"))?;
+        Ok(Self::new(dockerd))
+    }
+
     fn new(dockerd: Dockerd) -> Self {
         let pid = std::process::id();
         Self {
@@ -173,42 +190,8 @@ impl Scene {
         let ns = format!("pft-docker-{}-client", self.pid);
         let (root_if, client_if) = self.veth_names();
         self.client_ns = Some(ns.clone());
-        sh(&["ip", "netns", "add", &ns]);
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         self.veth_root = Some(root_if.clone());
-        sh(&[
-            "ip", "link", "add", &root_if, "type", "veth", "peer", "name", &client_if, "netns", &ns,
-        ]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{root_ip}/30"),
-            "dev",
-            &root_if,
-        ]);
-        sh(&["ip", "link", "set", &root_if, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{client_ip}/30"),
-            "dev",
-            &client_if,
-        ]);
-        sh(&["ip", "-n", &ns, "link", "set", &client_if, "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &root_ip.to_string(),
-        ]);
+        client_link(&ns, (&root_if, &client_if), root_ip, client_ip);
         (root_ip, client_ip)
     }
 
@@ -497,22 +480,10 @@ fn docker_end_to_end() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     require_privileges!();
-    if let Err(e) = install_packages() {
-        return cannot_run(&format!("cannot install docker.io / busybox-static: {e}"));
-    }
-    // The test attaches in the root namespace: never over someone's setup.
-    let state = portfwd::state::StateDir::current().expect("netns cookie");
-    if state.exists() {
-        return cannot_run(&format!(
-            "portfwd is already attached in the root network namespace ({}); the test would change it",
-            state.path.display()
-        ));
-    }
-    let dockerd = match Dockerd::ensure() {
-        Ok(d) => d,
-        Err(e) => return cannot_run(&format!("no Docker engine: {e}")),
+    let mut scene = match Scene::start() {
+        Ok(scene) => scene,
+        Err(why) => return cannot_run(&why),
     };
-    let mut scene = Scene::new(dockerd);
     let pid = scene.pid;
 
     // 1. The image and the containers: the one portfwd publishes (no -p),
@@ -795,21 +766,10 @@ fn assert_refused_now(scene: &Scene, ip: Ipv4Addr, port: u16, what: &str) {
 fn a_mapping_by_name_follows_its_container() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_privileges!();
-    if let Err(e) = install_packages() {
-        return cannot_run(&format!("cannot install docker.io / busybox-static: {e}"));
-    }
-    let state = portfwd::state::StateDir::current().expect("netns cookie");
-    if state.exists() {
-        return cannot_run(&format!(
-            "portfwd is already attached in the root network namespace ({}); the test would change it",
-            state.path.display()
-        ));
-    }
-    let dockerd = match Dockerd::ensure() {
-        Ok(d) => d,
-        Err(e) => return cannot_run(&format!("no Docker engine: {e}")),
+    let mut scene = match Scene::start() {
+        Ok(scene) => scene,
+        Err(why) => return cannot_run(&why),
     };
-    let mut scene = Scene::new(dockerd);
     let pid = scene.pid;
     scene.build_image();
     let web = format!("pft-follow-{pid}");
@@ -962,6 +922,7 @@ fn a_mapping_by_name_follows_its_container() {
     // holds its port, and points it at the container once it runs again.
     drop(watch);
     sh(&["docker", "stop", "-t", "1", &renamed]);
+    let state = portfwd::state::StateDir::current().expect("netns cookie");
     std::fs::remove_dir_all(&state.path).unwrap();
     let out = portfwd_ok(&["restore"]);
     assert!(

@@ -271,3 +271,35 @@ pub fn busybox_rootfs(root: &Path, pages: [&str; 2]) {
     .unwrap();
     std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
+
+/// A remote client for a test in the root namespace: namespace `ns` (made
+/// here) behind a veth `root_if` / `client_if`, `ours`/30 on the root end,
+/// `theirs`/30 on the client's with its default route via `ours`. The
+/// caller records `ns` and `root_if` for removal before calling.
+pub fn client_link(
+    ns: &str,
+    (root_if, client_if): (&str, &str),
+    ours: std::net::Ipv4Addr,
+    theirs: std::net::Ipv4Addr,
+) {
+    sh(&["ip", "netns", "add", ns]);
+    sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    sh(&[
+        "ip", "link", "add", root_if, "type", "veth", "peer", "name", client_if, "netns", ns,
+    ]);
+    sh(&["ip", "addr", "add", &format!("{ours}/30"), "dev", root_if]);
+    sh(&["ip", "link", "set", root_if, "up"]);
+    let theirs = format!("{theirs}/30");
+    sh(&["ip", "-n", ns, "addr", "add", &theirs, "dev", client_if]);
+    sh(&["ip", "-n", ns, "link", "set", client_if, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &ours.to_string(),
+    ]);
+}
