@@ -379,16 +379,7 @@ fn state_from_another_version_is_refused_and_detach_still_removes_it() {
     topo.attach(&["8080=172.30.0.10:80"]);
 
     // Same sizes, another meaning: the layout version says so.
-    let meta = aya::maps::MapData::from_pin(dir.join(portfwd_common::MAP_META))
-        .expect("opening the pinned pf_meta");
-    let mut meta: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(meta)).expect("pf_meta is an array");
-    meta.set(
-        portfwd_common::META_LAYOUT,
-        portfwd_common::LAYOUT_VERSION + 1,
-        0,
-    )
-    .expect("writing pf_meta");
+    set_pinned_layout(&dir, portfwd_common::LAYOUT_VERSION + 1);
     let out = topo.portfwd(&["list"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

@@ -285,17 +285,7 @@ fn restore_after_an_upgrade_that_changed_the_maps_layout() {
     let before = mappings(&topo);
     // The pinned maps say another layout: this portfwd cannot read them.
     let dir = topo.state_dir();
-    let meta = aya::maps::MapData::from_pin(dir.join(portfwd_common::MAP_META))
-        .expect("opening the pinned pf_meta");
-    let mut meta: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(meta)).expect("pf_meta is an array");
-    meta.set(
-        portfwd_common::META_LAYOUT,
-        portfwd_common::LAYOUT_VERSION + 1,
-        0,
-    )
-    .expect("writing pf_meta");
-    drop(meta);
+    set_pinned_layout(&dir, portfwd_common::LAYOUT_VERSION + 1);
     let out = ok(topo.portfwd(&["restore"]), "restore over another layout");
     assert!(
         out.contains("made by another portfwd version"),

@@ -76,3 +76,14 @@ pub fn assert_nothing_left(dir: &std::path::Path, cgroup: &std::path::Path, what
         cgroup.display()
     );
 }
+
+/// Writes `version` as the layout version of the maps pinned in `dir`, as a
+/// portfwd of another layout would have left them.
+pub fn set_pinned_layout(dir: &std::path::Path, version: u64) {
+    let meta = aya::maps::MapData::from_pin(dir.join(portfwd_common::MAP_META))
+        .expect("opening the pinned pf_meta");
+    let mut meta: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(meta)).expect("pf_meta is an array");
+    meta.set(portfwd_common::META_LAYOUT, version, 0)
+        .expect("writing pf_meta");
+}
