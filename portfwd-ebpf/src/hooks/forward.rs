@@ -49,14 +49,15 @@ pub fn translate<F: Family, P: Packet>(
 
     // UDP follows its mapping's changes at once: a flow checked at the
     // table's current generation has the endpoint a lookup would give it.
+    // Read once, before the lookup: a change after it leaves the entry
+    // behind.
+    let generation = mapping::generation();
     let entry = match entry {
-        Some(e) if !flow.is_tcp() && e.get().generation == mapping::generation() => {
+        Some(e) if !flow.is_tcp() && e.get().generation == generation => {
             return follow::<F, P>(p, flow, key, e, pending);
         }
         other => other,
     };
-    // Read before the lookup: a change after it leaves the entry behind.
-    let generation = mapping::generation();
     let Some(m) = mapping::for_packet::<F>(flow.daddr_be, flow.dport_be, flow.proto) else {
         return Ok(Verdict::Pass);
     };
