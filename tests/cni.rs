@@ -4,7 +4,7 @@
 //! prevResults written as the bridge plugin writes them.
 mod common;
 
-use std::{path::PathBuf, process::Command};
+use std::{net::SocketAddr, path::PathBuf, process::Command};
 
 use common::*;
 use serde_json::{json, Value};
@@ -19,7 +19,10 @@ struct Cni {
 
 impl Cni {
     fn new(tag: &str, containers: usize) -> Self {
-        let topo = Topology::new(tag, containers);
+        Self::on(Topology::new(tag, containers))
+    }
+
+    fn on(topo: Topology) -> Self {
         let state = std::env::temp_dir().join(format!("{}-cni-state", topo.host.name));
         Self { topo, state }
     }
@@ -206,6 +209,107 @@ fn add_check_del_for_cni_1_0_0() {
             "VERSION must list {version}: {v}"
         );
     }
+}
+
+/// A dual-stack pod (the bridge plugin gave it an IPv4 and an IPv6
+/// address): one portMapping is published in both families, to the address
+/// of each, over TCP and UDP, and each client keeps its own address.
+#[test]
+fn a_dual_stack_pod_is_published_in_both_families() {
+    require_privileges!();
+    let cni = Cni::on(Topology::dual("cni-dual", 1));
+    let topo = &cni.topo;
+    let ctr = topo.containers[0].name.clone();
+    let mut prev = prev_result(topo, 0, "1.0.0");
+    prev["ips"].as_array_mut().unwrap().push(json!({
+        "address": format!("{}/64", container_ip6(0)),
+        "gateway": BRIDGE_IP6.to_string(),
+        "interface": 2,
+    }));
+    let ports = [(18090, 80, "tcp"), (18091, 5353, "udp")];
+    let config = conf(topo, "1.0.0", &ports, Some(prev.clone()));
+    let result: Value = serde_json::from_str(&cni.ok("ADD", 0, &config)).unwrap();
+    assert_eq!(result, prev, "ADD must print prevResult unchanged");
+    cni.ok("CHECK", 0, &config);
+
+    for stack in Stack::BOTH {
+        let server = http_server_at(&ctr, stack.any(), 80, "ctr0", 1);
+        let body = http_get(&topo.client.name, stack.host_ext(), 18090)
+            .unwrap_or_else(|e| panic!("{}: the TCP hostPort must serve: {e}", stack.name()));
+        assert_eq!(
+            body,
+            format!("ctr0 saw {}", stack.client()),
+            "{}: the client's address must be preserved",
+            stack.name()
+        );
+        server.join().unwrap();
+
+        let echo = udp_echo(&ctr, stack.any(), 5353, 1);
+        let to = SocketAddr::new(stack.host_ext(), 18091);
+        let (reply, from) = udp_exchange(&topo.client.name, to, "ping");
+        assert_eq!(
+            reply,
+            "echo:ping",
+            "{}: the UDP hostPort must serve",
+            stack.name()
+        );
+        assert_eq!(
+            from,
+            to,
+            "{}: the reply must come from the host port",
+            stack.name()
+        );
+        let peers = echo.join().unwrap();
+        assert_eq!(
+            peers.iter().map(|p| p.ip()).collect::<Vec<_>>(),
+            [stack.client()],
+            "{}: the container must see the client's own address",
+            stack.name()
+        );
+    }
+
+    cni.ok("DEL", 0, &config);
+    for stack in Stack::BOTH {
+        assert!(
+            http_get(&topo.client.name, stack.host_ext(), 18090).is_err(),
+            "{}: after DEL the port must not be forwarded",
+            stack.name()
+        );
+    }
+    assert!(cni.records().is_empty(), "DEL must forget the attachment");
+}
+
+/// STATUS (1.1.0): success with no output where an ADD could work; code 50
+/// (not available) for a caller without the privileges ADD needs.
+#[test]
+fn status_says_whether_an_add_could_work() {
+    require_privileges!();
+    let cni = Cni::new("cni-status", 1);
+    let config = conf(&cni.topo, "1.1.0", &[], None);
+    assert_eq!(
+        cni.ok("STATUS", 0, &config),
+        "",
+        "STATUS prints nothing when ready"
+    );
+
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(PORTFWD)
+    .env_clear()
+    .env("CNI_COMMAND", "STATUS")
+    .env("CNI_PATH", "/nonexistent")
+    .env("PORTFWD_CNI_STATE_DIR", &cni.state);
+    let out = output_in(&cni.topo.host.name, &mut cmd, config.as_bytes());
+    let v = assert_cni_error(&out, 50, "STATUS without privileges");
+    assert!(
+        v["msg"].as_str().unwrap().contains("CAP_NET_ADMIN"),
+        "STATUS must say what is missing: {v}"
+    );
 }
 
 #[test]

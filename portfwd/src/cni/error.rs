@@ -8,6 +8,8 @@ pub const INVALID_ENV: u32 = 4;
 pub const DECODE: u32 = 6;
 pub const INVALID_CONFIG: u32 = 7;
 pub const TRY_AGAIN: u32 = 11;
+/// STATUS (1.1.0): the plugin cannot serve ADD now.
+pub const NOT_AVAILABLE: u32 = 50;
 /// portfwd's own: a failure while acting.
 pub const FAILED: u32 = 100;
 /// A host port is published already, or held by a host process.

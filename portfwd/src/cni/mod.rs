@@ -12,6 +12,7 @@ mod del;
 mod error;
 mod gc;
 mod state;
+mod status;
 mod types;
 mod version;
 
@@ -79,6 +80,7 @@ pub fn main() -> ExitCode {
             "CHECK" => check::run(&env, &stdin),
             "VERSION" => Ok(version::run(&stdin)),
             "GC" => gc::run(&stdin),
+            "STATUS" => status::run(&stdin),
             other => Err(CniError::new(
                 INVALID_ENV,
                 format!("unknown CNI_COMMAND {other:?}"),
