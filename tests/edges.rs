@@ -237,8 +237,16 @@ fn large_udp_datagrams_cross_an_uplink_smaller_than_the_bridge() {
     let net = SmallUplink::new("bigup");
     let container = &net.topo.containers[0].name;
     let echo = udp_echo(container, 53, 40);
-    net.topo
+    // Cutting needs IPv4 forwarding on the uplink (as the kernel's NAT
+    // does): attach says so while it is off.
+    net.topo.host.sysctl("net.ipv4.ip_forward", "0");
+    let out = net
+        .topo
         .attach_with(&["5353=172.30.0.10:53/udp"], &["--external", "h1"]);
+    assert!(
+        out.contains("IPv4 forwarding is off on h1"),
+        "attach must warn that datagrams cannot be cut without forwarding: {out}"
+    );
     net.topo.host.sysctl("net.ipv4.ip_forward", "1");
     iptables_dnat(&net.topo.host, "udp", 9053, "172.30.0.10:53");
     let sizes = [100usize, 4000, 4000, 4000, 1473, 2961, 8000, 20_000];

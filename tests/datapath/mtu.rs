@@ -20,6 +20,11 @@ fn small_link(tag: &str) -> (common::Netns, u32) {
     ]);
     ns.ip(&["link", "set", "small", "up"]);
     ns.ip(&["link", "set", "smallp", "up"]);
+    // Cutting a datagram asks the FIB for the pieces' next hop, and
+    // bpf_fib_lookup answers only for a device that forwards (as kernel NAT
+    // forwards only then). Set here, not inherited from the machine's own
+    // setting, which a new namespace copies.
+    ns.sysctl("net.ipv4.conf.small.forwarding", "1");
     let out = ns.ip(&["-o", "link", "show", "small"]);
     let ifindex = out
         .split(':')

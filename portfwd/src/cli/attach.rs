@@ -68,6 +68,14 @@ pub fn run(netns: Option<String>, args: Args) -> Result<String, Error> {
              answered with ICMP fragmentation needed",
             report.bridge, m.bridge_mtu, m.external, m.external_mtu, m.external_mtu
         );
+        if !m.forwarding {
+            let _ = writeln!(
+                out,
+                "warning: IPv4 forwarding is off on {}: UDP replies without DF larger than {} bytes \
+                 cannot be cut into fragments and are dropped (counted as drop_too_big)",
+                m.external, m.external_mtu
+            );
+        }
     }
     Ok(out)
 }

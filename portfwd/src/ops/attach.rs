@@ -60,6 +60,11 @@ pub struct MtuMismatch {
     pub bridge_mtu: u32,
     pub external: String,
     pub external_mtu: u32,
+    /// IPv4 forwarding on the external interface. Without it a datagram
+    /// without DF that does not fit cannot be cut into fragments (the
+    /// kernel's FIB lookup for the pieces' next hop answers only for a
+    /// forwarding device): it is dropped and counted as drop_too_big.
+    pub forwarding: bool,
 }
 
 /// Validates everything, then attaches. On a bridge that is already attached
@@ -156,10 +161,14 @@ fn mtu_mismatches(bridge: &str, external: &[String]) -> Result<Vec<MtuMismatch>>
     for name in external {
         let external_mtu = ifaces::mtu(name)?;
         if external_mtu < bridge_mtu {
+            let forwarding =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/forwarding"))
+                    .is_ok_and(|v| v.trim() == "1");
             out.push(MtuMismatch {
                 bridge_mtu,
                 external: name.clone(),
                 external_mtu,
+                forwarding,
             });
         }
     }
