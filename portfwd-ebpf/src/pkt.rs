@@ -155,8 +155,14 @@ pub trait Packet: Sized {
     fn clone_to_ingress(&self, ifindex: u32) -> Result<(), Drop>;
     /// Sends a copy of the packet, as it is now, out of `ifindex`.
     fn clone_to(&self, ifindex: u32) -> Result<(), Drop>;
-    /// True for a GSO packet (several segments the stack cuts later).
-    fn is_gso(&self) -> bool;
+    /// The payload bytes of each segment of a GSO packet (several segments
+    /// the stack cuts later); 0 for a packet that is not one.
+    fn gso_size(&self) -> u32;
+    /// True for a GSO packet.
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        self.gso_size() != 0
+    }
     /// The kernel's route and neighbour lookup (bpf_fib_lookup); true on
     /// success, `params` then holding the L2 addresses.
     fn fib_lookup(&self, params: &mut bpf_fib_lookup, flags: u32) -> bool;
@@ -429,9 +435,9 @@ impl<'a> Packet for TcPacket<'a> {
     }
 
     #[inline(always)]
-    fn is_gso(&self) -> bool {
+    fn gso_size(&self) -> u32 {
         // SAFETY: as in `data`.
-        unsafe { core::ptr::addr_of!((*self.skb()).gso_size).read_volatile() != 0 }
+        unsafe { core::ptr::addr_of!((*self.skb()).gso_size).read_volatile() }
     }
 
     #[inline(always)]

@@ -17,6 +17,8 @@ pub const ETH_HLEN: usize = 14;
 /// Offsets inside the TCP / UDP header.
 pub const L4_SPORT_OFF: usize = 0;
 pub const L4_DPORT_OFF: usize = 2;
+/// The byte whose high nibble is the TCP header's length in 32-bit words.
+pub const TCP_DOFF_OFF: usize = 12;
 pub const TCP_FLAGS_OFF: usize = 13;
 pub const TCP_CSUM_OFF: usize = 16;
 pub const UDP_CSUM_OFF: usize = 6;

@@ -119,7 +119,7 @@ fn reply<F: Family, P: Packet>(
         return outcome;
     }
     let entry = e.get();
-    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, entry.nat_addr_be, pending) {
+    let cut_mtu = match mtu::check::<F, P>(p, flow, entry.ifindex, entry.nat_addr_be, pending) {
         Ok(cut_mtu) => cut_mtu,
         Err(answer) => return answer,
     };
@@ -196,7 +196,7 @@ where
         }
         conntrack::account_fragment(&mut e, f.l3_len);
         let entry = e.get();
-        let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, entry.nat_addr_be, pending) {
+        let cut_mtu = match mtu::check::<F, P>(p, f, entry.ifindex, entry.nat_addr_be, pending) {
             Ok(cut_mtu) => cut_mtu,
             Err(answer) => return answer,
         };

@@ -95,7 +95,7 @@ pub fn start_flow<F: Family, P: Packet>(
         // IPv6 backend's copies would not fit this frame.
         let now = pending.now;
         let ifindex = pending.matched.backend.bridge_ifindex;
-        let cut_mtu = match mtu::check::<F, P>(p, ifindex, flow.daddr_be, pending) {
+        let cut_mtu = match mtu::check::<F, P>(p, flow, ifindex, flow.daddr_be, pending) {
             Ok(cut_mtu) => cut_mtu,
             Err(answer) => return answer,
         };
@@ -141,7 +141,7 @@ fn follow<F: Family, P: Packet>(
         return outcome;
     }
     let entry = e.get();
-    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, flow.daddr_be, pending) {
+    let cut_mtu = match mtu::check::<F, P>(p, flow, entry.ifindex, flow.daddr_be, pending) {
         Ok(cut_mtu) => cut_mtu,
         Err(answer) => return answer,
     };
@@ -178,7 +178,7 @@ pub fn follow_fragment<F: Family, P: Packet>(
 ) -> Outcome {
     conntrack::account_fragment(&mut e, f.l3_len);
     let entry = e.get();
-    let cut_mtu = match mtu::check::<F, P>(p, entry.ifindex, f.daddr_be, pending) {
+    let cut_mtu = match mtu::check::<F, P>(p, f, entry.ifindex, f.daddr_be, pending) {
         Ok(cut_mtu) => cut_mtu,
         Err(answer) => return answer,
     };

@@ -6,7 +6,7 @@ use aya_ebpf::{macros::map, maps::Array};
 
 use super::{Pending, Step};
 use crate::{
-    family::{Family, ETH_HLEN},
+    family::{Family, Flow, ETH_HLEN, TCP_DOFF_OFF},
     pkt::{Outcome, Packet, Verdict},
 };
 
@@ -24,12 +24,30 @@ const MTU_CACHE_SLOTS: u32 = 256;
 /// The MTU of `ifindex` if the packet is too big for it; None if it fits
 /// (or the device cannot be told, as under BPF_PROG_TEST_RUN).
 #[inline(always)]
-fn too_big<P: Packet>(p: &P, ifindex: u32, now: u64) -> Option<u32> {
-    // GSO packets are measured per segment by the helper itself (one call
-    // for many segments' worth of bytes).
-    if p.is_gso() {
+fn too_big<F: Family, P: Packet>(
+    p: &P,
+    flow: &Flow<F::Addr>,
+    ifindex: u32,
+    now: u64,
+) -> Option<u32> {
+    let gso_size = p.gso_size();
+    // What goes out as one packet: the whole frame, or each segment of a
+    // GSO packet. A TCP segment is the packet's own L3 and TCP headers
+    // before gso_size bytes of payload (as the kernel's
+    // skb_gso_validate_network_len counts it). Other GSO packets (UDP
+    // segmentation, tunnels whose inner headers we do not parse) are
+    // measured per segment by the helper itself.
+    let l3_len = if gso_size == 0 {
+        p.len().saturating_sub(ETH_HLEN as u32)
+    } else if flow.is_tcp() {
+        // Read as the 16-bit word with the flags (byte 12 is its low byte
+        // on this little-endian target): LLVM turns the bound of a 1-byte
+        // read into `ptr < end`, which gives the verifier no range.
+        let doff = p.read::<u16>(flow.l4_off() + TCP_DOFF_OFF)? as u8 >> 4;
+        (flow.l4_off() - ETH_HLEN) as u32 + doff as u32 * 4 + gso_size
+    } else {
         return p.too_big_for(ifindex);
-    }
+    };
     let slot = MTU_CACHE.get_ptr_mut(ifindex % MTU_CACHE_SLOTS)?;
     let tick = (now >> 30) as u16;
     // SAFETY: an array value from a successful lookup, valid for the program
@@ -47,7 +65,7 @@ fn too_big<P: Packet>(p: &P, ifindex: u32, now: u64) -> Option<u32> {
         unsafe { core::ptr::write_volatile(slot, word) };
         mtu
     };
-    (p.len() > mtu + ETH_HLEN as u32).then_some(mtu)
+    (l3_len > mtu).then_some(mtu)
 }
 
 /// Checked before the packet is rewritten, so that an error quotes it as its
@@ -59,6 +77,7 @@ fn too_big<P: Packet>(p: &P, ifindex: u32, now: u64) -> Option<u32> {
 #[inline(always)]
 pub fn check<F: Family, P: Packet>(
     p: &P,
+    flow: &Flow<F::Addr>,
     ifindex: u32,
     from: F::Addr,
     pending: &mut Pending<F::Addr>,
@@ -67,7 +86,7 @@ pub fn check<F: Family, P: Packet>(
     if p.len() <= F::MIN_MTU + ETH_HLEN as u32 {
         return Ok(0);
     }
-    let Some(mtu) = too_big(p, ifindex, pending.now) else {
+    let Some(mtu) = too_big::<F, P>(p, flow, ifindex, pending.now) else {
         return Ok(0);
     };
     if !F::dont_fragment(p) && F::can_cut(p, mtu) {

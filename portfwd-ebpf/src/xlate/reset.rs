@@ -10,7 +10,7 @@ use portfwd_common::{
 };
 
 use crate::{
-    family::{Family, Flow, Side, L4_DPORT_OFF, L4_SPORT_OFF, TCP_RST},
+    family::{Family, Flow, Side, L4_DPORT_OFF, L4_SPORT_OFF, TCP_DOFF_OFF, TCP_RST},
     hooks::{Pending, Step},
     pkt::{Drop, Outcome, Packet, Ret, Verdict},
     stats,
@@ -18,8 +18,6 @@ use crate::{
 
 const TCP_SEQ_OFF: usize = 4;
 const TCP_ACK_SEQ_OFF: usize = 8;
-/// The 16-bit word holding the data offset and the flags.
-const TCP_DOFF_FLAGS_OFF: usize = 12;
 
 /// For a packet of a killed TCP flow (entry `entry`, this packet's
 /// direction): the first one becomes a RST for its receiver and goes on
@@ -54,7 +52,8 @@ pub fn if_killed<F: Family, P: Packet>(
 /// Makes the TCP flags a bare RST, fixing the checksum.
 #[inline(always)]
 fn set_rst_only<A: Addr, P: Packet>(p: &P, flow: &Flow<A>) -> Result<(), Drop> {
-    let off = flow.l4_off() + TCP_DOFF_FLAGS_OFF;
+    // The 16-bit word holding the data offset and the flags.
+    let off = flow.l4_off() + TCP_DOFF_OFF;
     let old: u16 = p.read(off).ok_or(Drop(stat::DROP_STORE))?;
     // Byte 12 (data offset) stays; byte 13 (flags) becomes RST. On the
     // little-endian target byte 13 is the high byte of the loaded word.
