@@ -6,7 +6,8 @@
 //!   run, since a repeated run keeps the rewritten packet; the kernel's
 //!   duration of each run, median and p10-p90;
 //! - bpf_stats (kernel.bpf_stats_enabled=1, restored after) on real
-//!   traffic, one kind at a time: run_time_ns / run_cnt before and after.
+//!   traffic, one kind at a time through every build in turn: run_time_ns
+//!   / run_cnt before and after.
 //!
 //! The floor under both is an empty program (`r0 = TC_ACT_OK; exit`, and
 //! `r0 = 1; exit` for connect4) loaded here, test-run the same way and
@@ -604,17 +605,13 @@ fn drive(rig: &Rig, t: &Traffic, progs: &[BorrowedFd<'_>], secs: u64) -> Result<
 }
 
 /// bpf_stats of one build's programs over every kind of traffic.
-fn stats_runs(rig: &Rig, p: &Programs, secs: u64) -> Result<Vec<Value>> {
+/// The bpf_stats rows of one kind of traffic over the programs `p`.
+fn stats_run(rig: &Rig, p: &Programs, t: &Traffic, secs: u64) -> Result<Vec<Value>> {
     let mut progs = vec![p.ext.as_fd(), p.br.as_fd()];
     if let Some(c) = &p.connect {
         progs.push(c.as_fd());
     }
-    let mut rows = Vec::new();
-    for t in traffic_kinds() {
-        super::progress(&format!("cost: bpf_stats, {}", t.label));
-        rows.extend(drive(rig, &t, &progs, secs)?);
-    }
-    Ok(rows)
+    drive(rig, t, &progs, secs)
 }
 
 /// The floor under bpf_stats: the empty programs attached alone (TCX on
@@ -705,7 +702,6 @@ pub fn run(rig: &mut Rig, builds: &[Build], runs: usize, secs: u64) -> Result<Va
             Ok((test_runs(&p, wires, runs)?, floor_test_runs(wires, runs)?))
         })?;
         let connect = connect_test_run(&progs);
-        let stats = stats_runs(rig, &progs, secs)?;
         drop(progs);
         rig.detach_portfwd()?;
         measured.push(json!({
@@ -714,8 +710,25 @@ pub fn run(rig: &mut Rig, builds: &[Build], runs: usize, secs: u64) -> Result<Va
             "test_run": test.0,
             "test_run_floor": test.1,
             "connect_test_run": connect,
-            "bpf_stats": stats,
+            "bpf_stats": [],
         }));
+    }
+    // Real traffic moves with whatever else the machine does, so each kind
+    // of traffic runs through every build in turn before the next kind:
+    // a drift in load lands on all builds alike, not on the last one.
+    for t in traffic_kinds() {
+        for (b, m) in builds.iter().zip(measured.iter_mut()) {
+            super::progress(&format!("cost: bpf_stats, {}, {}", t.label, b.label));
+            rig.attach_portfwd(&b.portfwd, MODES[1].backend())?;
+            let progs = attached_programs(rig, wires)?;
+            let rows = stats_run(rig, &progs, &t, secs)?;
+            drop(progs);
+            rig.detach_portfwd()?;
+            m["bpf_stats"]
+                .as_array_mut()
+                .expect("an array")
+                .extend(rows);
+        }
     }
     if measured.is_empty() {
         bail!("no portfwd build to measure");

@@ -326,7 +326,7 @@ pub fn render_cost(cost: &Value) -> String {
 
     let _ = writeln!(
         s,
-        "\nbpf_stats: kernel.bpf_stats_enabled=1 for the measurement (restored after), real traffic of one kind at a time for {} s, run_time_ns / run_cnt of each program over it: ns per run (runs). \"− floor\": less what an empty program (the TC one on the external interface and the bridge, `r0 = 1; exit` on connect4) cost per run, attached alone to the same hooks, under routed traffic and host connections.\n",
+        "\nbpf_stats: kernel.bpf_stats_enabled=1 for the measurement (restored after), real traffic of one kind at a time for {} s (each kind through every build in turn before the next kind), run_time_ns / run_cnt of each program over it: ns per run (runs). \"− floor\": less what an empty program (the TC one on the external interface and the bridge, `r0 = 1; exit` on connect4) cost per run, attached alone to the same hooks, under routed traffic and host connections.\n",
         cost["seconds_per_traffic"]
     );
     let floor_of = |prefix: &str| {
